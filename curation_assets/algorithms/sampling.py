@@ -1,0 +1,121 @@
+"""Weighted subset draws whose weighted sums estimate full-data sums.
+
+Every sampler returns a `WeightedSample`: distinct row indices (sorted), a weight per row, and
+the probability the row was drawn with. For any per-example value f,
+sum(weights * f[indices]) estimates sum(f) over all n rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .validation import check_budget
+
+SAMPLING_METHODS = ("with_replacement", "poisson")
+
+
+@dataclass(frozen=True)
+class WeightedSample:
+    indices: np.ndarray  # distinct row indices, sorted, int64
+    weights: np.ndarray  # float64 importance weights
+    probabilities: np.ndarray  # per-draw probability (with replacement) or inclusion probability
+    draws: np.ndarray  # how many times each row was drawn (1 unless with replacement)
+
+    def estimate_sum(self, values) -> float:
+        return float(np.dot(self.weights, np.asarray(values, dtype=np.float64)[self.indices]))
+
+
+def _check_probabilities(p) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"probabilities: expected a non-empty 1-d array, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("probabilities: must be finite and >= 0")
+    total = p.sum()
+    if not np.isclose(total, 1.0, rtol=1e-6, atol=1e-9):
+        raise ValueError(f"probabilities: must sum to 1, got {total!r}")
+    return p / total
+
+
+def sample_with_replacement(p, m: int, seed: int) -> WeightedSample:
+    """m i.i.d. draws from p; each draw weighs 1 / (m p_i). Repeated rows are merged.
+
+    Unbiased: E[sum_S w f] = sum_i f_i, with variance (1/m) (sum_i f_i^2 / p_i - F^2).
+    """
+    p = _check_probabilities(p)
+    m = check_budget(m, p.size)
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(p.size, size=m, replace=True, p=p)
+    idx, counts = np.unique(drawn, return_counts=True)
+    if (p[idx] <= 0).any():  # impossible with rng.choice, kept as a guard for the weights
+        raise ValueError("probabilities: drew a row with zero probability")
+    weights = counts / (m * p[idx])
+    return WeightedSample(idx.astype(np.int64), weights, p[idx], counts.astype(np.int64))
+
+
+def inclusion_probabilities(p, m: int) -> np.ndarray:
+    """pi_i = min(1, c p_i) with c chosen so that sum(pi) = m exactly.
+
+    Plain min(1, m p_i) loses expected size whenever a row is capped; raising c until the
+    capped total is m (water-filling over the sorted p) keeps the expected subset size at m.
+    """
+    p = _check_probabilities(p)
+    m = check_budget(m, p.size)
+    if np.count_nonzero(p) < m:
+        raise ValueError(
+            f"budget: {m} exceeds the {np.count_nonzero(p)} rows with non-zero probability"
+        )
+    order = np.argsort(-p, kind="stable")
+    ps = p[order]
+    tail = np.cumsum(ps[::-1])[::-1]  # tail[t] = sum of ps[t:]
+    # Cap the t largest at 1; the rest get c * p with c = (m - t) / tail[t]. Take the smallest t
+    # for which the largest uncapped value stays <= 1 (t = m - 1 always qualifies).
+    t_all = np.arange(m)
+    ok = (m - t_all) * ps[:m] <= tail[:m] * (1.0 + 1e-12)
+    t = int(np.argmax(ok))
+    c = (m - t) / tail[t]
+    pi = np.minimum(1.0, c * p)
+    pi[order[:t]] = 1.0
+    return pi
+
+
+def sample_poisson(p, m: int, seed: int) -> WeightedSample:
+    """Poisson sampling without replacement, inclusion pi_i = min(1, c p_i), E|S| = m.
+
+    Weights are Hajek-normalised: w_i = (1/pi_i) * n / sum_S(1/pi_j), so they sum to n exactly.
+    The plain 1/pi (Horvitz-Thompson) weights carry the randomness of the subset's size into
+    every estimate; dividing by their own sum cancels it, at the cost of an O(1/m) bias.
+    """
+    p = _check_probabilities(p)
+    n = p.size
+    pi = inclusion_probabilities(p, m)
+    rng = np.random.default_rng(seed)
+    keep = rng.random(n) < pi
+    if not keep.any():  # vanishingly rare for m >= 1; take the most likely row rather than none
+        keep[np.argmax(pi)] = True
+    idx = np.flatnonzero(keep).astype(np.int64)
+    ht = 1.0 / pi[idx]
+    weights = ht * (n / ht.sum())
+    return WeightedSample(idx, weights, pi[idx], np.ones(idx.size, dtype=np.int64))
+
+
+def sample_uniform(n: int, m: int, seed: int) -> WeightedSample:
+    """Simple random sample of m distinct rows; each weighs n / m."""
+    if n < 1:
+        raise ValueError(f"n: the dataset is empty (n={n})")
+    m = check_budget(m, n)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
+    return WeightedSample(
+        idx, np.full(m, n / m), np.full(m, m / n), np.ones(m, dtype=np.int64)
+    )
+
+
+def sample_by_sensitivity(p, m: int, seed: int, method: str = "with_replacement") -> WeightedSample:
+    if method == "with_replacement":
+        return sample_with_replacement(p, m, seed)
+    if method == "poisson":
+        return sample_poisson(p, m, seed)
+    raise ValueError(f"sampling: must be one of {SAMPLING_METHODS}, got {method!r}")

@@ -1,0 +1,83 @@
+"""Clustering-based sensitivity scores (Axiotis et al., ICML 2024).
+
+    s_i = v_{a(i)} + lambda * d_i^z,    p_i = s_i / sum_k s_k
+
+v_j is the model's loss on cluster j's representative, d_i the distance of example i to its
+centroid. If the loss is Holder continuous in the embedding (|l(e) - l(e')| <= lambda ||e-e'||^z),
+then l_i <= s_i for every i, and importance sampling from p has variance at most
+(1/m) * sum(s) * sum(l): the guarantee of the paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def distance_term(sq_dist, z: float) -> np.ndarray:
+    """d^z computed from squared distances, without a square root when z == 2."""
+    sq = np.asarray(sq_dist, dtype=np.float64)
+    if z == 2.0:
+        return sq
+    return np.power(np.maximum(sq, 0.0), z / 2.0)
+
+
+def check_z(z: float) -> float:
+    if not np.isfinite(z) or z <= 0:
+        raise ValueError(f"z: must be a positive finite number, got {z!r}")
+    return float(z)
+
+
+def check_cluster_losses(cluster_losses) -> np.ndarray:
+    v = np.asarray(cluster_losses, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"cluster_losses: expected a 1-d array, got shape {v.shape}")
+    if not np.isfinite(v).all() or (v < 0).any():
+        raise ValueError("cluster_losses: every representative loss must be finite and >= 0")
+    return v
+
+
+def balanced_lambda(cluster_losses, cluster_ids, sq_dist, z: float = 2.0) -> float:
+    """lambda that gives the loss term and the distance term equal total mass.
+
+    sum_i v_{a(i)} = lambda * sum_i d_i^z. Scale-free (it does not depend on the units of the
+    embedding or of the loss), and it makes p a half/half mixture of loss-proportional and
+    distance-proportional sampling, so neither term alone can starve part of the data.
+    Returns 0 when every point sits on its centroid.
+    """
+    v = check_cluster_losses(cluster_losses)
+    z = check_z(z)
+    dz = distance_term(sq_dist, z).sum()
+    if dz <= 0:
+        return 0.0
+    return float(v[np.asarray(cluster_ids)].sum() / dz)
+
+
+def sensitivity_scores(cluster_losses, cluster_ids, sq_dist, lam: float, z: float = 2.0) -> np.ndarray:
+    """s_i = v_{a(i)} + lam * d_i^z for every example (float64, all > 0)."""
+    v = check_cluster_losses(cluster_losses)
+    z = check_z(z)
+    if not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"lambda_: must be a finite number >= 0, got {lam!r}")
+    ids = np.asarray(cluster_ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= v.size):
+        raise ValueError(
+            f"cluster_ids: values must lie in [0, {v.size}), got range [{ids.min()}, {ids.max()}]"
+        )
+    s = v[ids] + lam * distance_term(sq_dist, z)
+    if (s <= 0).any():
+        raise ValueError(
+            f"sensitivities: {(s <= 0).sum()} example(s) have zero sensitivity (zero loss at "
+            "their representative and zero distance, or lambda_ = 0): they could never be "
+            "sampled; use a positive lambda_ or a scorer with positive losses"
+        )
+    return s
+
+
+def sampling_probabilities(sensitivities) -> np.ndarray:
+    """p_i = s_i / sum(s)."""
+    s = np.asarray(sensitivities, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"sensitivities: expected a non-empty 1-d array, got shape {s.shape}")
+    if not np.isfinite(s).all() or (s <= 0).any():
+        raise ValueError("sensitivities: every value must be finite and > 0")
+    return s / s.sum()

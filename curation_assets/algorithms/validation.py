@@ -1,0 +1,51 @@
+"""Argument checks shared by the algorithms, raising errors that name the bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None) -> np.ndarray:
+    """Return `x` as a C-contiguous float32 (n, d) matrix, or raise naming what is wrong."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-d array (n, d), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: is empty (0 rows)")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name}: has dimension 0")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name}: expected dimension {dim}, got {arr.shape[1]}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{name}: {rows.size} row(s) contain NaN or infinite values (first at row {rows[0]})"
+        )
+    return arr
+
+
+def check_budget(budget: int, n: int, name: str = "budget") -> int:
+    """A subset size must be a whole number in [1, n]."""
+    if isinstance(budget, bool) or int(budget) != budget:
+        raise ValueError(f"{name}: must be a whole number of examples, got {budget!r}")
+    budget = int(budget)
+    if budget <= 0:
+        raise ValueError(f"{name}: must be at least 1, got {budget}")
+    if budget > n:
+        raise ValueError(f"{name}: {budget} is larger than the number of examples ({n})")
+    return budget
+
+
+def resolve_budget(n: int, budget: int | None, budget_fraction: float | None) -> int:
+    """An explicit count wins; otherwise round(fraction * n), at least 1."""
+    if budget is not None:
+        return check_budget(budget, n)
+    if budget_fraction is None:
+        raise ValueError("budget: give either budget (a count) or budget_fraction")
+    if not (0.0 < budget_fraction <= 1.0) or not np.isfinite(budget_fraction):
+        raise ValueError(f"budget_fraction: must be in (0, 1], got {budget_fraction!r}")
+    return check_budget(max(1, int(round(budget_fraction * n))), n, "budget_fraction * n")

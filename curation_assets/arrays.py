@@ -1,0 +1,33 @@
+"""Arrow <-> numpy conversions for the stored tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def embedding_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), matrix.shape[1])
+
+
+def embedding_matrix(column) -> np.ndarray:
+    """(n, d) float32 from a fixed-size or variable list column (all rows the same length)."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(col) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+        flat = col.flatten()
+    else:
+        lengths = np.asarray(col.value_lengths())
+        if lengths.min() != lengths.max():
+            raise ValueError(f"embedding: rows differ in dimension ({lengths.min()}..{lengths.max()})")
+        d = int(lengths[0])
+        flat = col.flatten()
+    return np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, d)
+
+
+def sort_by_id(table: pa.Table, column: str = "example_id") -> pa.Table:
+    """A canonical row order, independent of how shards were listed or written."""
+    return table.sort_by([(column, "ascending")])

@@ -1,0 +1,19 @@
+"""Thin Dagster assets: read from the store, call a pure algorithm, write, record metadata."""
+
+from .centroids import centroids
+from .cluster_assignments import cluster_assignments
+from .embeddings import embeddings
+from .raw_examples import raw_examples
+from .representative_losses import representative_losses
+from .sensitivities import sensitivities
+from .subsets import subsets
+
+all_assets = [
+    raw_examples,
+    embeddings,
+    centroids,
+    cluster_assignments,
+    representative_losses,
+    sensitivities,
+    subsets,
+]

@@ -1,0 +1,54 @@
+
+import time
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from resources.embedder import SentenceEmbedder
+from resources.storage import CurationStore
+
+from ..algorithms.validation import as_embedding_matrix
+from ..arrays import embedding_column, embedding_matrix
+from ..partitions import shards
+from ..plots import histogram
+
+
+@asset(
+    partitions_def=shards,
+    deps=["raw_examples"],
+    group_name="curation",
+    kinds={"torch", "parquet"},
+    description="One vector per example: the embedder's output, or the validated precomputed vectors.",
+)
+def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore) -> MaterializeResult:
+    shard = context.partition_key
+    raw = store.read("raw_examples", [shard])
+    start = time.perf_counter()
+    if "embedding" in raw.column_names and raw.column("embedding").null_count == 0:
+        vectors = embedding_matrix(raw.column("embedding"))
+        model, device = "precomputed", "none"
+    else:
+        texts = raw.column("text").to_pylist()
+        vectors = embedder.encode(texts)
+        model, device = embedder.model, embedder.device
+    seconds = time.perf_counter() - start
+    vectors = as_embedding_matrix(vectors, f"embeddings of shard {shard!r}")
+    if vectors.shape[0] != raw.num_rows:
+        raise RuntimeError(f"embeddings: {vectors.shape[0]} vectors for {raw.num_rows} examples in shard {shard!r}")
+    table = pa.table({"example_id": raw.column("example_id"), "embedding": embedding_column(vectors)})
+    # Float data barely compresses; uncompressed Parquet reads and writes near disk speed.
+    store.write("embeddings", table, shard, compression="none")
+    norms = np.linalg.norm(vectors, axis=1)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": raw.num_rows,
+            "dimension": int(vectors.shape[1]),
+            "model": model,
+            "device": device,
+            "normalized": bool(embedder.normalize) if model != "precomputed" else False,
+            "seconds": round(seconds, 3),
+            "examples_per_second": round(raw.num_rows / max(seconds, 1e-9), 1),
+            "norms": histogram(norms, f"embedding norms, shard {shard}", "L2 norm"),
+        }
+    )

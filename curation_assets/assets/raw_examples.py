@@ -1,0 +1,63 @@
+
+import collections
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from resources.data_source import ExampleSource
+from resources.storage import CurationStore
+
+from ..partitions import shards
+from ..plots import histogram, markdown_table
+
+
+def _cross_shard_duplicates(store: CurationStore, table: pa.Table, shard: str) -> list[tuple[str, str]]:
+    if not store.exists("raw_examples"):
+        return []
+    with store.connect() as con:
+        con.register("incoming", table.select(["example_id"]))
+        return con.execute(
+            "SELECT r.example_id, r.shard FROM raw_examples r JOIN incoming USING (example_id) "
+            "WHERE r.shard <> ? ORDER BY 1 LIMIT 5",
+            [shard],
+        ).fetchall()
+
+
+@asset(
+    partitions_def=shards,
+    group_name="curation",
+    kinds={"duckdb", "parquet"},
+    description="Examples of one shard: a stable id, the text, an optional label, and the shard.",
+)
+def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: CurationStore) -> MaterializeResult:
+    shard = context.partition_key
+    table = source.load_shard(shard)  # validates ids, texts, labels, vectors; raises before any write
+    dups = _cross_shard_duplicates(store, table, shard)
+    if dups:
+        raise ValueError(
+            f"source.id_column={source.id_column!r}: ids in shard {shard!r} already exist in other shards: "
+            + ", ".join(f"{i!r} (shard {s})" for i, s in dups)
+        )
+    store.write("raw_examples", table, shard)
+
+    labels = table.column("label")
+    counts = collections.Counter(x for x in labels.to_pylist() if x is not None)
+    lengths = pc.utf8_length(pc.fill_null(table.column("text"), "")).to_numpy(zero_copy_only=False)
+    meta = {
+        "dagster/row_count": table.num_rows,
+        "source": source.kind,
+        "labelled_rows": table.num_rows - labels.null_count,
+        "precomputed_embeddings": "embedding" in table.column_names,
+        "mean_text_chars": float(lengths.mean()),
+        "labels": MetadataValue.md(markdown_table(["label", "count"], sorted(counts.items()))) if counts else "none",
+        "text_length": histogram(lengths, f"text length, shard {shard}", "characters"),
+        "preview": MetadataValue.md(
+            markdown_table(
+                ["example_id", "label", "text"],
+                [[r["example_id"], r["label"], (r["text"] or "")[:80].replace("|", "/").replace("\n", " ")]
+                 for r in table.slice(0, 5).select(["example_id", "label", "text"]).to_pylist()],
+            )
+        ),
+    }
+    return MaterializeResult(metadata=meta)

@@ -1,0 +1,121 @@
+
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, Config, MaterializeResult, asset
+from pydantic import Field
+
+from resources.storage import CurationStore
+
+from ..algorithms.representatives import cluster_sizes, nearest_members
+from ..algorithms.scorers import ConstantScorer, LinearProbeScorer
+from ..arrays import embedding_matrix
+from ..plots import bars
+from .cluster_assignments import load_centroids
+from .shard_scope import read_shards, registered_shards
+
+
+class RepresentativeLossConfig(Config):
+    scorer: Literal["auto", "linear_probe", "constant"] = Field(
+        default="auto", description="auto: linear_probe when every example has a label, else constant."
+    )
+    pilot_size: int | None = Field(
+        default=None, description="Labelled pilot examples the probe is fit on; default max(100, 5% of n)."
+    )
+    seed: int = Field(default=0, description="Seeds the pilot sample.")
+    probe_C: float = Field(default=1.0, description="Inverse L2 regularisation of the logistic-regression probe.")
+    constant_loss: float = Field(default=1.0, description="The loss every cluster gets under the constant scorer.")
+
+
+def default_pilot_size(n: int) -> int:
+    return min(n, max(100, int(np.ceil(0.05 * n))))
+
+
+@asset(
+    deps=["cluster_assignments", "raw_examples", "embeddings"],
+    group_name="curation",
+    kinds={"scikitlearn", "parquet"},
+    description="v_j: the loss at each cluster's representative (the member nearest its centroid).",
+)
+def representative_losses(context: AssetExecutionContext, config: RepresentativeLossConfig,
+                          store: CurationStore) -> MaterializeResult:
+    keys = registered_shards(context)
+    c, centroids_version = load_centroids(store)
+    k = c.shape[0]
+    assign = read_shards(store, "cluster_assignments", keys, version_column="centroids_version",
+                         expected_version=centroids_version, upstream="centroids")
+    raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
+    emb = read_shards(store, "embeddings", keys)
+    ids = assign.column("example_id")
+    if not (ids.equals(raw.column("example_id")) and ids.equals(emb.column("example_id"))):
+        raise ValueError(
+            "raw_examples, embeddings and cluster_assignments hold different examples; "
+            "re-materialize embeddings and cluster_assignments for the changed shards"
+        )
+    n = assign.num_rows
+    labels = raw.column("label")
+    cluster_ids = assign.column("cluster_id").to_numpy().astype(np.int64)
+    sq_dist = assign.column("sq_distance").to_numpy()
+    reps = nearest_members(cluster_ids, sq_dist, k)
+    sizes = cluster_sizes(cluster_ids, k)
+    present = reps >= 0
+
+    scorer_name = config.scorer
+    has_labels = labels.null_count == 0 and len(set(labels.to_pylist())) >= 2
+    if scorer_name == "auto":
+        scorer_name = "linear_probe" if has_labels else "constant"
+    meta = {}
+    losses = np.full(k, np.nan)
+    if scorer_name == "linear_probe":
+        if labels.null_count:
+            raise ValueError(
+                f"representative_losses.scorer='linear_probe': {labels.null_count} example(s) have no label; "
+                "use scorer 'constant' or label every example"
+            )
+        pilot_size = config.pilot_size if config.pilot_size is not None else default_pilot_size(n)
+        if not 2 <= pilot_size <= n:
+            raise ValueError(f"representative_losses.pilot_size: must be in [2, {n}], got {pilot_size}")
+        x = embedding_matrix(emb.column("embedding"))
+        y = np.asarray(labels.to_pylist(), dtype=object)
+        rng = np.random.default_rng(config.seed)
+        pilot = np.sort(rng.choice(n, size=pilot_size, replace=False))
+        scorer = LinearProbeScorer(C=config.probe_C).fit(x[pilot], y[pilot])
+        losses[present] = scorer.losses(x[reps[present]], y[reps[present]])
+        meta.update({
+            "pilot_size": pilot_size,
+            "pilot_seed": config.seed,
+            "probe_train_accuracy": float(scorer.model.score(x[pilot], y[pilot])),
+            "probe_accuracy_at_representatives": float(scorer.model.score(x[reps[present]], y[reps[present]])),
+        })
+    else:
+        losses[present] = ConstantScorer(config.constant_loss).losses(np.empty((int(present.sum()), 1)))
+        meta["constant_loss"] = config.constant_loss
+
+    rep_ids = [ids[int(r)].as_py() if r >= 0 else None for r in reps]
+    rep_labels = [labels[int(r)].as_py() if r >= 0 else None for r in reps]
+    version = context.run_id
+    table = pa.table({
+        "cluster_id": pa.array(np.arange(k), pa.int32()),
+        "size": pa.array(sizes.astype(np.int64)),
+        "representative_id": pa.array(rep_ids, pa.string()),
+        "representative_label": pa.array(rep_labels, pa.string()),
+        "representative_sq_distance": pa.array([float(sq_dist[r]) if r >= 0 else None for r in reps], pa.float64()),
+        "loss": pa.array([float(v) if np.isfinite(v) else None for v in losses], pa.float64()),
+        "scorer": pa.array([scorer_name] * k, pa.string()),
+        "centroids_version": pa.array([centroids_version] * k, pa.string()),
+        "version": pa.array([version] * k, pa.string()),
+    })
+    store.write("representative_losses", table)
+    finite = losses[present]
+    meta.update({
+        "dagster/row_count": k,
+        "scorer": scorer_name,
+        "model_inferences": int(present.sum()),
+        "empty_clusters": int((~present).sum()),
+        "mean_loss": float(finite.mean()),
+        "max_loss": float(finite.max()),
+        "version": version,
+        "loss_by_cluster": bars(np.arange(k), np.nan_to_num(losses), "loss at each cluster's representative", "loss"),
+    })
+    return MaterializeResult(metadata=meta)

@@ -1,0 +1,81 @@
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, Config, MaterializeResult, asset
+from pydantic import Field
+
+from resources.storage import CurationStore
+
+from ..algorithms.sensitivity import balanced_lambda, check_z, distance_term, sensitivity_scores
+from ..partitions import shards
+from ..plots import histogram
+from .shard_scope import read_shards, registered_shards
+
+
+class SensitivityConfig(Config):
+    lambda_: float | None = Field(
+        default=None,
+        description="Weight of the distance term. None: balanced, so the loss and distance terms carry "
+                    "equal total mass over the whole dataset (scale-free; see README).",
+    )
+    z: float = Field(default=2.0, description="Exponent of the distance: 2 matches the k-means objective.")
+
+
+def load_losses(store: CurationStore) -> tuple[np.ndarray, str, str]:
+    t = store.read("representative_losses").sort_by("cluster_id")
+    v = np.asarray(t.column("loss").to_numpy(zero_copy_only=False), dtype=np.float64)
+    return v, t.column("version")[0].as_py(), t.column("centroids_version")[0].as_py()
+
+
+@asset(
+    partitions_def=shards,
+    deps=["cluster_assignments", "representative_losses"],
+    group_name="curation",
+    kinds={"parquet"},
+    description="s_i = v_a(i) + lambda * d_i^z per example; the DuckDB view adds p_i = s_i / sum(s).",
+)
+def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, store: CurationStore) -> MaterializeResult:
+    shard = context.partition_key
+    z = check_z(config.z)
+    v, losses_version, centroids_version = load_losses(store)
+    # Empty clusters have no representative and no members; any value keeps the formula defined.
+    v = np.nan_to_num(v, nan=0.0)
+    if config.lambda_ is None:
+        every = read_shards(store, "cluster_assignments", registered_shards(context),
+                            columns=["example_id", "cluster_id", "sq_distance", "centroids_version"],
+                            version_column="centroids_version", expected_version=centroids_version,
+                            upstream="centroids")
+        lam = balanced_lambda(v, every.column("cluster_id").to_numpy(), every.column("sq_distance").to_numpy(), z)
+        lambda_rule = "balanced"
+    else:
+        lam, lambda_rule = float(config.lambda_), "configured"
+    assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
+                         expected_version=centroids_version, upstream="centroids (than representative_losses)")
+    a = assign.column("cluster_id").to_numpy().astype(np.int64)
+    d2 = assign.column("sq_distance").to_numpy()
+    s = sensitivity_scores(v, a, d2, lam, z)
+    loss_term = v[a]
+    n = len(s)
+    table = pa.table({
+        "example_id": assign.column("example_id"),
+        "cluster_id": assign.column("cluster_id"),
+        "sensitivity": pa.array(s),
+        "loss_term": pa.array(loss_term),
+        "distance_term": pa.array(lam * distance_term(d2, z)),
+        "lambda_": pa.array(np.full(n, lam)),
+        "z": pa.array(np.full(n, z)),
+        "losses_version": pa.array([losses_version] * n, pa.string()),
+    })
+    store.write("sensitivities", table, shard)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "lambda": lam,
+            "lambda_rule": lambda_rule,
+            "z": z,
+            "shard_sensitivity_total": float(s.sum()),
+            "loss_term_share": float(loss_term.sum() / s.sum()),
+            "max_over_mean": float(s.max() / s.mean()),
+            "sensitivity": histogram(s, f"sensitivity, shard {shard}", "s_i"),
+        }
+    )

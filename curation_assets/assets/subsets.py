@@ -1,0 +1,131 @@
+
+import datetime as dt
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
+from pydantic import Field
+
+from resources.storage import CurationStore
+
+from ..algorithms.sampling import WeightedSample, sample_by_sensitivity, sample_uniform
+from ..algorithms.sensitivity import sampling_probabilities
+from ..algorithms.validation import resolve_budget
+from ..plots import grouped_shares, histogram, markdown_table
+from .sensitivities import load_losses
+from .shard_scope import read_shards, registered_shards
+
+
+class SubsetConfig(Config):
+    budget: int | None = Field(default=None, description="Examples to select (m). Overrides budget_fraction.")
+    budget_fraction: float = Field(default=0.1, description="m = round(budget_fraction * n) when budget is unset.")
+    seed: int = Field(default=0, description="Seeds both draws: same inputs and seed, same subsets.")
+    sampling: Literal["with_replacement", "poisson"] = Field(
+        default="with_replacement",
+        description="with_replacement: m i.i.d. draws, weight 1/(m p). poisson: without replacement, "
+                    "inclusion min(1, c p) with E|S| = m, Hajek-normalised weights.",
+    )
+
+
+def _rows(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray, m: int, seed: int, method: str,
+          run: str) -> pa.Table:
+    k = sample.indices.size
+    return pa.table({
+        "example_id": ids.take(pa.array(sample.indices)),
+        "weight": pa.array(sample.weights),
+        "probability": pa.array(sample.probabilities),
+        "draws": pa.array(sample.draws),
+        "cluster_id": pa.array(cluster_ids[sample.indices].astype(np.int32)),
+        "budget": pa.array(np.full(k, m, dtype=np.int64)),
+        "seed": pa.array(np.full(k, seed, dtype=np.int64)),
+        "sampling": pa.array([method] * k, pa.string()),
+        "run": pa.array([run] * k, pa.string()),
+    })
+
+
+def _summary(sample: WeightedSample, cluster_ids: np.ndarray, k: int, n: int) -> dict:
+    w = sample.weights
+    covered = np.unique(cluster_ids[sample.indices]).size
+    return {
+        "rows": int(sample.indices.size),
+        "draws": int(sample.draws.sum()),
+        "weight_sum": float(w.sum()),
+        "effective_sample_size": float(w.sum() ** 2 / np.sum(w**2 / np.maximum(sample.draws, 1))),
+        "clusters_covered": f"{covered}/{int(np.unique(cluster_ids).size)}",
+        "max_weight": float(w.max()),
+    }
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("sensitivity_subset", deps=["sensitivities"], group_name="curation", kinds={"parquet"},
+                  description="The weighted subset drawn by clustering-based sensitivity sampling."),
+        AssetSpec("uniform_subset", deps=["raw_examples"], group_name="curation", kinds={"parquet"},
+                  description="The uniform baseline at the same budget and seed, always made beside it."),
+    ],
+    can_subset=False,
+)
+def subsets(context: AssetExecutionContext, config: SubsetConfig, store: CurationStore):
+    keys = registered_shards(context)
+    _, losses_version, _ = load_losses(store)
+    sens = read_shards(store, "sensitivities", keys,
+                       columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"],
+                       version_column="losses_version", expected_version=losses_version,
+                       upstream="representative_losses")
+    for col in ("lambda_", "z"):
+        values = np.unique(sens.column(col).to_numpy())
+        if values.size != 1:
+            raise ValueError(
+                f"sensitivities: shards were computed with different {col} values {values.tolist()}; "
+                "re-materialize every shard of sensitivities with one configuration"
+            )
+    ids = sens.column("example_id")
+    n = sens.num_rows
+    m = resolve_budget(n, config.budget, config.budget_fraction)
+    cluster_ids = sens.column("cluster_id").to_numpy().astype(np.int64)
+    k = int(cluster_ids.max()) + 1
+    p = sampling_probabilities(sens.column("sensitivity").to_numpy())
+
+    sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
+    unif_sample = sample_uniform(n, m, config.seed)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    version = f"{stamp}-{context.run_id[:8]}"
+    store.write_version("sensitivity_subset", _rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling,
+                                                      context.run_id), version)
+    store.write_version("uniform_subset", _rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform",
+                                                  context.run_id), version)
+
+    population = np.bincount(cluster_ids, minlength=k) / n
+    shares = {"all examples": population}
+    for name, smp in (("sensitivity", sens_sample), ("uniform", unif_sample)):
+        shares[name] = np.bincount(cluster_ids[smp.indices], weights=smp.draws, minlength=k) / smp.draws.sum()
+    share_plot = grouped_shares(np.arange(k), shares, "share of each cluster: data vs subsets")
+    s_sum, u_sum = _summary(sens_sample, cluster_ids, k, n), _summary(unif_sample, cluster_ids, k, n)
+    comparison = markdown_table(["", "sensitivity_subset", "uniform_subset"],
+                                [[key, s_sum[key], u_sum[key]] for key in s_sum])
+    common = {"n_examples": n, "budget": m, "seed": config.seed, "version": version}
+    lam = float(sens.column("lambda_")[0].as_py())
+    yield MaterializeResult(
+        asset_key="sensitivity_subset",
+        metadata={
+            **common,
+            "dagster/row_count": s_sum["rows"],
+            "sampling": config.sampling,
+            "lambda": lam,
+            "z": float(sens.column("z")[0].as_py()),
+            **{k_: v for k_, v in s_sum.items() if k_ != "rows"},
+            "summary": MetadataValue.md(
+                f"Drew **{m}** of **{n}** examples by sensitivity ({config.sampling}, seed {config.seed}, "
+                f"lambda {lam:.4g}).\n\n{comparison}"
+            ),
+            "weights": histogram(sens_sample.weights, "importance weights", "weight"),
+            "cluster_shares": share_plot,
+        },
+    )
+    yield MaterializeResult(
+        asset_key="uniform_subset",
+        metadata={**common, "dagster/row_count": u_sum["rows"],
+                  **{k_: v for k_, v in u_sum.items() if k_ != "rows"}},
+    )

@@ -1,0 +1,46 @@
+"""Asset checks on what feeds training: they run with the materialisation and show in the UI."""
+
+
+import numpy as np
+from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+
+from resources.storage import CurationStore
+
+
+@asset_check(asset="centroids", description="Every cluster keeps at least one example.")
+def centroids_have_no_empty_clusters(store: CurationStore) -> AssetCheckResult:
+    t = store.query(
+        "SELECT c.cluster_id, count(a.example_id) AS members FROM centroids c "
+        "LEFT JOIN cluster_assignments a USING (cluster_id) GROUP BY 1"
+    ) if store.exists("cluster_assignments") else None
+    if t is None:
+        return AssetCheckResult(passed=True, metadata={"note": "no assignments yet"})
+    members = np.asarray(t.column("members").to_numpy())
+    return AssetCheckResult(
+        passed=bool((members > 0).all()),
+        severity=AssetCheckSeverity.WARN,
+        metadata={"empty_clusters": int((members == 0).sum()), "clusters": int(members.size)},
+    )
+
+
+@asset_check(asset="sensitivity_subset", blocking=True,
+             description="Weights are positive and sum to about n, so weighted sums estimate full-data sums.")
+def sensitivity_subset_weights_are_sane(store: CurationStore) -> AssetCheckResult:
+    w = store.read_latest_version("sensitivity_subset").column("weight").to_numpy()
+    n = store.query("SELECT count(*) AS n FROM raw_examples").column("n")[0].as_py()
+    ratio = float(w.sum() / n)
+    # With replacement the sum is random with mean n; a ratio far from 1 means broken weights.
+    ok = bool((w > 0).all() and np.isfinite(w).all() and 0.5 < ratio < 2.0)
+    return AssetCheckResult(passed=ok, metadata={"weight_sum_over_n": ratio, "min_weight": float(w.min())})
+
+
+@asset_check(asset="sensitivities", description="Sampling probabilities are positive and sum to 1.")
+def sensitivity_probabilities_are_valid(store: CurationStore) -> AssetCheckResult:
+    t = store.query("SELECT min(probability) AS lo, sum(probability) AS total FROM sensitivities")
+    lo, total = t.column("lo")[0].as_py(), t.column("total")[0].as_py()
+    return AssetCheckResult(passed=bool(lo > 0 and abs(total - 1) < 1e-6),
+                            metadata={"min_probability": lo, "sum_probability": total})
+
+
+all_checks = [centroids_have_no_empty_clusters, sensitivity_subset_weights_are_sane,
+              sensitivity_probabilities_are_valid]

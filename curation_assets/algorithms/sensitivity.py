@@ -36,6 +36,17 @@ def check_cluster_losses(cluster_losses) -> np.ndarray:
     return v
 
 
+def check_sq_dist(sq_dist, cluster_ids) -> np.ndarray:
+    """Squared distances: one finite value >= 0 per example (same shape as cluster_ids)."""
+    sq = np.asarray(sq_dist, dtype=np.float64)
+    ids_shape = np.shape(cluster_ids)
+    if sq.shape != ids_shape:
+        raise ValueError(f"sq_dist: expected one value per example, shape {ids_shape}, got {sq.shape}")
+    if not np.isfinite(sq).all() or (sq < 0).any():
+        raise ValueError("sq_dist: every squared distance must be finite and >= 0")
+    return sq
+
+
 def balanced_lambda(cluster_losses, cluster_ids, sq_dist, z: float = 2.0) -> float:
     """lambda that gives the loss term and the distance term equal total mass.
 
@@ -46,7 +57,7 @@ def balanced_lambda(cluster_losses, cluster_ids, sq_dist, z: float = 2.0) -> flo
     """
     v = check_cluster_losses(cluster_losses)
     z = check_z(z)
-    dz = distance_term(sq_dist, z).sum()
+    dz = distance_term(check_sq_dist(sq_dist, cluster_ids), z).sum()
     if dz <= 0:
         return 0.0
     return float(v[np.asarray(cluster_ids)].sum() / dz)
@@ -63,7 +74,7 @@ def sensitivity_scores(cluster_losses, cluster_ids, sq_dist, lam: float, z: floa
         raise ValueError(
             f"cluster_ids: values must lie in [0, {v.size}), got range [{ids.min()}, {ids.max()}]"
         )
-    s = v[ids] + lam * distance_term(sq_dist, z)
+    s = v[ids] + lam * distance_term(check_sq_dist(sq_dist, ids), z)
     if (s <= 0).any():
         raise ValueError(
             f"sensitivities: {(s <= 0).sum()} example(s) have zero sensitivity (zero loss at "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -30,7 +32,12 @@ def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None) -> 
 
 def check_budget(budget: int, n: int, name: str = "budget") -> int:
     """A subset size must be a whole number in [1, n]."""
-    if isinstance(budget, bool) or int(budget) != budget:
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, numbers.Real)
+        or not np.isfinite(budget)
+        or int(budget) != budget
+    ):
         raise ValueError(f"{name}: must be a whole number of examples, got {budget!r}")
     budget = int(budget)
     if budget <= 0:
@@ -46,6 +53,11 @@ def resolve_budget(n: int, budget: int | None, budget_fraction: float | None) ->
         return check_budget(budget, n)
     if budget_fraction is None:
         raise ValueError("budget: give either budget (a count) or budget_fraction")
-    if not (0.0 < budget_fraction <= 1.0) or not np.isfinite(budget_fraction):
+    if (
+        isinstance(budget_fraction, bool)
+        or not isinstance(budget_fraction, numbers.Real)
+        or not np.isfinite(budget_fraction)
+        or not (0.0 < budget_fraction <= 1.0)
+    ):
         raise ValueError(f"budget_fraction: must be in (0, 1], got {budget_fraction!r}")
     return check_budget(max(1, int(round(budget_fraction * n))), n, "budget_fraction * n")

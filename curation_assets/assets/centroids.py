@@ -52,7 +52,7 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
     seconds = time.perf_counter() - start
     labels, sq_dist = assign_to_centroids(x, result.centroids)
     sizes = np.bincount(labels, minlength=k)
-    version = context.run_id
+    version = context.run.run_id
     table = pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "centroid": embedding_column(result.centroids),

@@ -94,7 +94,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
 
     rep_ids = [ids[int(r)].as_py() if r >= 0 else None for r in reps]
     rep_labels = [labels[int(r)].as_py() if r >= 0 else None for r in reps]
-    version = context.run_id
+    version = context.run.run_id
     table = pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "size": pa.array(sizes.astype(np.int64)),

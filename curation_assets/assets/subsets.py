@@ -91,11 +91,11 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     unif_sample = sample_uniform(n, m, config.seed)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    version = f"{stamp}-{context.run_id[:8]}"
+    version = f"{stamp}-{context.run.run_id[:8]}"
     store.write_version("sensitivity_subset", _rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling,
-                                                      context.run_id), version)
+                                                      context.run.run_id), version)
     store.write_version("uniform_subset", _rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform",
-                                                  context.run_id), version)
+                                                  context.run.run_id), version)
 
     population = np.bincount(cluster_ids, minlength=k) / n
     shares = {"all examples": population}

@@ -1,0 +1,124 @@
+"""The whole lineage graph through Dagster's own `materialize`, on a small real slice."""
+
+import duckdb
+import numpy as np
+import pytest
+from dagster import DagsterInstance, materialize
+
+from conftest import make_resources, small_bbc, snapshot
+from curation_assets.assets import centroids, raw_examples, embeddings, representative_losses, subsets
+from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from resources import CurationStore
+
+CONFIG = {
+    "representative_losses": {"config": {"pilot_size": 20, "seed": 3}},
+    "subsets": {"config": {"budget_fraction": 0.25, "seed": 7}},
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    store = CurationStore(database_path=str(root / "curation.duckdb"))
+    resources = make_resources(store, small_bbc(per_shard=20, num_shards=2))
+    instance = DagsterInstance.ephemeral()
+    results = run_pipeline(instance, resources, CONFIG, log=lambda _: None)
+    yield instance, store, resources, results
+    instance.dispose()
+
+
+def _db(store):
+    return duckdb.connect(str(store.db_path), read_only=True)
+
+
+def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
+    instance, store, _, results = pipeline
+    assert len(results) == 2 + 1 + 2 + 1 + 2 + 1  # per-shard stages run once per shard
+    assert all(r.success for r in results)
+    with _db(store) as con:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"raw_examples", "embeddings", "centroids", "cluster_assignments", "representative_losses",
+            "sensitivities", "sensitivity_subset", "uniform_subset", "sensitivity_subset_history"} <= views
+    # Dagster recorded a materialization of every asset, per partition where partitioned.
+    ev = instance.get_latest_materialization_event
+    from dagster import AssetKey
+    assert ev(AssetKey("sensitivity_subset")).asset_materialization.metadata["budget"].value == 10
+    assert set(instance.get_materialized_partitions(AssetKey("embeddings"))) == {"bbc-0", "bbc-1"}
+
+
+def test_tables_hold_the_expected_rows(pipeline):
+    _, store, _, _ = pipeline
+    with _db(store) as con:
+        n, ids, labels, shards = con.execute(
+            "SELECT count(*), count(DISTINCT example_id), count(label), count(DISTINCT shard) FROM raw_examples"
+        ).fetchone()
+        assert (n, ids, labels, shards) == (40, 40, 40, 2)
+        emb = con.execute("SELECT len(embedding) AS d, list_dot_product(embedding, embedding) AS sq "
+                          "FROM embeddings").fetchall()
+        assert len(emb) == 40 and {d for d, _ in emb} == {384}
+        assert np.allclose([sq for _, sq in emb], 1.0, atol=1e-4)  # normalised by default
+        k = con.execute("SELECT count(*) FROM centroids").fetchone()[0]
+        assert k == round(np.sqrt(40 / 2))
+        a = con.execute("SELECT count(*), min(cluster_id), max(cluster_id), min(sq_distance) FROM cluster_assignments").fetchone()
+        assert a[0] == 40 and a[1] >= 0 and a[2] < k and a[3] >= 0
+        rep = con.execute("SELECT count(*), min(loss), any_value(scorer), sum(size) FROM representative_losses").fetchone()
+        assert rep[0] == k and rep[1] > 0 and rep[2] == "linear_probe" and rep[3] == 40
+        # each representative is the member of its cluster nearest the centroid
+        bad = con.execute(
+            "SELECT r.cluster_id FROM representative_losses r JOIN cluster_assignments a "
+            "ON a.cluster_id = r.cluster_id WHERE a.sq_distance < r.representative_sq_distance"
+        ).fetchall()
+        assert bad == []
+        count, total, lo = con.execute("SELECT count(*), sum(probability), min(probability) FROM sensitivities").fetchone()
+        assert count == 40 and abs(total - 1) < 1e-9 and lo > 0
+        sub = con.execute("SELECT count(*), sum(draws), any_value(budget), min(weight) FROM sensitivity_subset").fetchone()
+        assert sub[1] == 10 and sub[2] == 10 and sub[0] <= 10 and sub[3] > 0
+        # weights are 1 / (m p) per draw, p the view's probability
+        off = con.execute(
+            "SELECT max(abs(s.weight - s.draws / (s.budget * p.probability))) FROM sensitivity_subset s "
+            "JOIN sensitivities p USING (example_id)"
+        ).fetchone()[0]
+        assert off < 1e-9
+        u = con.execute("SELECT count(*), count(DISTINCT example_id), min(weight), max(weight) FROM uniform_subset").fetchone()
+        assert u[0] == u[1] == 10 and u[2] == u[3] == pytest.approx(40 / 10)
+        orphans = con.execute("SELECT count(*) FROM sensitivity_subset LEFT JOIN raw_examples r USING (example_id) "
+                          "WHERE r.example_id IS NULL").fetchone()[0]
+        assert orphans == 0
+
+
+def test_same_seed_same_subset_and_old_versions_stay_readable(pipeline):
+    instance, store, resources, _ = pipeline
+    first = store.read_latest_version("sensitivity_subset").select(["example_id", "weight"])
+    materialize(ALL_ASSETS, selection=[*subsets.keys], instance=instance, resources=resources,
+                run_config={"ops": {"subsets": CONFIG["subsets"]}})
+    again = store.read_latest_version("sensitivity_subset").select(["example_id", "weight"])
+    assert again.equals(first)
+    materialize(ALL_ASSETS, selection=[*subsets.keys], instance=instance, resources=resources,
+                run_config={"ops": {"subsets": {"config": {"budget_fraction": 0.25, "seed": 8}}}})
+    other = store.read_latest_version("sensitivity_subset").select(["example_id", "weight"])
+    assert not other.equals(first)
+    with _db(store) as con:
+        runs = con.execute("SELECT count(DISTINCT run) FROM sensitivity_subset_history").fetchone()[0]
+    assert runs == 3
+
+
+def test_rematerializing_one_shard_touches_nothing_else(pipeline):
+    instance, store, resources, _ = pipeline
+    before = snapshot(store.root)
+    materialize(ALL_ASSETS, selection=[*raw_examples.keys, *embeddings.keys], partition_key="bbc-1",
+                instance=instance, resources=resources)
+    after = snapshot(store.root)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed <= {"raw_examples/bbc-1.parquet", "embeddings/bbc-1.parquet"}
+    assert set(after) == set(before)
+
+
+def test_stale_shards_are_named_before_anything_is_written(pipeline):
+    instance, store, resources, _ = pipeline
+    # New centroids make every shard's assignments stale; the next global step must refuse.
+    materialize(ALL_ASSETS, selection=[*centroids.keys], instance=instance, resources=resources,
+                run_config={"ops": {"centroids": {"config": {"seed": 99}}}})
+    before = snapshot(store.root)
+    with pytest.raises(Exception, match=r"cluster_assignments: shard\(s\) \['bbc-0', 'bbc-1'\].*older centroids"):
+        materialize(ALL_ASSETS, selection=[*representative_losses.keys], instance=instance, resources=resources)
+    assert snapshot(store.root) == before

@@ -8,7 +8,7 @@ from resources.data_source import ExampleSource
 from .partitions import shards
 
 ingest_shard_job = define_asset_job(
-    "ingest_shard", selection=["raw_examples", "embeddings"], partitions_def=shards,
+    "ingest_shard", selection=["raw_examples", "embeddings"],
     description="Load and embed one shard.",
 )
 

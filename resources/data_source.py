@@ -179,7 +179,7 @@ class ExampleSource(ConfigurableResource):
             try:
                 available = [d[0] for d in con.execute(f"SELECT * FROM {src} LIMIT 0", [str(path)]).description]
                 cols = self._select_sql(available, str(path))
-                return con.execute(f"SELECT {cols} FROM {src}", [str(path)]).to_arrow_table()
+                return con.sql(f"SELECT {cols} FROM {src}", params=[str(path)]).to_arrow_table()
             except duckdb.Error as exc:
                 raise ValueError(f"source.path: could not read {path}: {exc}") from exc
 
@@ -200,7 +200,7 @@ class ExampleSource(ConfigurableResource):
             except duckdb.CatalogException as exc:
                 raise ValueError(f"source.table: {self.table!r} not found in {db}: {exc}") from exc
             cols = self._select_sql(available, f"table {self.table!r}")
-            table = con.execute(f"SELECT {cols} FROM {_quote_table(self.table)}").to_arrow_table()
+            table = con.sql(f"SELECT {cols} FROM {_quote_table(self.table)}").to_arrow_table()
         keep = [stable_shard(str(i), self.num_shards) == index for i in table.column("id").to_pylist()]
         return table.filter(pa.array(keep, type=pa.bool_()))
 

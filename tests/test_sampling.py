@@ -49,7 +49,7 @@ def wr_draws(design):
 @pytest.fixture(scope="module")
 def poisson_draws(design):
     p, _ = design
-    return {m: [sample_poisson(p, m, seed) for seed in SEEDS] for m in (100, 400)}
+    return {m: [sample_poisson(p, m, seed, weighting="hajek") for seed in SEEDS] for m in (100, 400)}
 
 
 def _mean_se(x):
@@ -194,6 +194,31 @@ def test_poisson_hajek_is_nearly_unbiased_and_wrong_weightings_are_not(design, p
     assert abs(np.mean(wrong_flat) - truth) > 5 * tol
 
 
+@pytest.mark.parametrize("m", [100, 400])
+def test_poisson_ratio_weights_are_calibrated_nearly_unbiased_and_beat_hajek(design, poisson_draws, m):
+    p, f = design
+    truth = f.sum()
+    ratio = [sample_poisson(p, m, seed, weighting="ratio") for seed in SEEDS]
+    for smp, hajek in zip(ratio[:50], poisson_draws[m][:50]):
+        np.testing.assert_array_equal(smp.indices, hajek.indices)  # same draws, other weights
+        assert np.dot(smp.weights, p[smp.indices]) == pytest.approx(1.0, rel=1e-12)  # calibrated on p
+    est = np.array([smp.estimate_sum(f) for smp in ratio])
+    mean, se = _mean_se(est)
+    # Ratio estimator F_hat = sum_S(f/pi) / sum_S(p/pi) (sum p = 1); delta-method bias
+    #   B1 = sum_i (1 - pi_i)/pi_i * p_i * (F p_i - f_i),  O(1/m).
+    pi = inclusion_probabilities(p, m)
+    b1 = np.sum((1 - pi) / pi * p * (truth * p - f))
+    assert abs(b1) < 3.0 / m * truth
+    assert abs(mean - truth - b1) < 4 * se + 0.25 * abs(b1), (mean, truth, b1, se)
+    # The point of it: f follows p here, so dividing out sum_S p/pi (not sum_S 1/pi) removes
+    # most of the variance that the random subset size brings.
+    hajek = np.array([smp.estimate_sum(f) for smp in poisson_draws[m]])
+    assert est.var() < 0.5 * hajek.var(), (est.var(), hajek.var())
+    # Power: 1/(m p) weights with no calibration ignore the capped rows' pi = 1 and are far off.
+    wrong = [np.dot(1 / (m * p[smp.indices]), f[smp.indices]) for smp in ratio]
+    assert abs(np.mean(wrong) - truth) > 5 * (4 * se + abs(b1))
+
+
 # --------------------------------------------------------------------------------------------
 # inclusion_probabilities against brute force
 # --------------------------------------------------------------------------------------------
@@ -273,7 +298,7 @@ def test_inclusion_probabilities_edge_cases():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["with_replacement", "poisson", "uniform"])
+@pytest.mark.parametrize("method", ["with_replacement", "poisson", "poisson_hajek", "uniform"])
 def test_same_seed_same_sample_different_seed_different_sample(design, method):
     p, _ = design
 
@@ -294,7 +319,9 @@ def test_same_seed_same_sample_different_seed_different_sample(design, method):
 
 def test_dispatch_matches_direct_calls_and_rejects_unknown_method(design):
     p, _ = design
-    for method, fn in [("with_replacement", sample_with_replacement), ("poisson", sample_poisson)]:
+    for method, fn in [("with_replacement", sample_with_replacement),
+                       ("poisson", lambda *a: sample_poisson(*a, weighting="ratio")),
+                       ("poisson_hajek", lambda *a: sample_poisson(*a, weighting="hajek"))]:
         a, b = sample_by_sensitivity(p, 50, 3, method), fn(p, 50, 3)
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_array_equal(a.weights, b.weights)

@@ -205,13 +205,23 @@ def test_sensitivity_sampling_beats_uniform_when_loss_follows_clusters():
     reason="Known: Poisson sampling with Hajek (sum-to-n) weights loses the advantage. Over data "
     "seeds 0-19 its median error was 0.72-2.35x uniform's (with replacement: 0.18-0.28x), because "
     "normalising by sum_S 1/pi is dominated by the few low-probability rows drawn. Normalising by "
-    "sum_S p/pi instead (w_i = 1/(|S| p_i) for uncapped rows) keeps the with-replacement accuracy.",
+    "sum_S p/pi instead (weighting='ratio', the default) keeps the with-replacement accuracy.",
 )
-def test_poisson_sensitivity_sampling_beats_uniform_when_loss_follows_clusters():
+def test_poisson_hajek_sensitivity_sampling_beats_uniform_when_loss_follows_clusters():
     loss, p = _pipeline(data_seed=0)
-    sens = _median_errors(loss, p, sample_poisson)
+    sens = _median_errors(loss, p, lambda *a: sample_poisson(*a, weighting="hajek"))
     unif = _median_errors(loss, p, sample_uniform)
     assert sens < 0.7 * unif, (sens, unif)
+
+
+def test_poisson_ratio_sensitivity_sampling_beats_uniform_when_loss_follows_clusters():
+    """The default Poisson weighting keeps the advantage the Hajek weighting loses (above)."""
+    loss, p = _pipeline(data_seed=0)
+    sens = _median_errors(loss, p, lambda *a: sample_poisson(*a, weighting="ratio"))
+    unif = _median_errors(loss, p, sample_uniform)
+    assert sens < 0.5 * unif, (sens, unif)
+    hajek = _median_errors(loss, p, lambda *a: sample_poisson(*a, weighting="hajek"))
+    assert sens < 0.7 * hajek, (sens, hajek)
 
 
 def test_scores_upper_bound_a_holder_loss():

@@ -21,10 +21,11 @@ class SubsetConfig(Config):
     budget: int | None = Field(default=None, description="Examples to select (m). Overrides budget_fraction.")
     budget_fraction: float = Field(default=0.1, description="m = round(budget_fraction * n) when budget is unset.")
     seed: int = Field(default=0, description="Seeds both draws: same inputs and seed, same subsets.")
-    sampling: Literal["with_replacement", "poisson"] = Field(
+    sampling: Literal["with_replacement", "poisson", "poisson_hajek"] = Field(
         default="with_replacement",
-        description="with_replacement: m i.i.d. draws, weight 1/(m p). poisson: without replacement, "
-                    "inclusion min(1, c p) with E|S| = m, Hajek-normalised weights.",
+        description="with_replacement: m i.i.d. draws, weight 1/(m p), exactly unbiased. poisson: without "
+                    "replacement, inclusion min(1, c p) with E|S| = m, weights calibrated so sum_S w p = 1. "
+                    "poisson_hajek: the same draws, weights normalised to sum to n.",
     )
 
 

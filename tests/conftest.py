@@ -1,6 +1,7 @@
 """Shared fixtures. Nothing here fakes DuckDB, faiss, torch or Dagster: tests run the real parts."""
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +11,10 @@ _CACHE = Path(tempfile.mkdtemp(prefix="curation-test-cache-"))
 os.environ.setdefault("MPLCONFIGDIR", str(_CACHE / "matplotlib"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.csv  # noqa: E402,F401  (registers pa.csv)
+import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 from dagster import DagsterInstance  # noqa: E402
 
@@ -43,3 +48,30 @@ def snapshot(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+D = 8
+
+
+def clustered_vectors(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, D)) * 4
+    return (centers[rng.integers(0, 3, n)] + rng.normal(size=(n, D))).astype(np.float32)
+
+
+def write_examples(path, ids, vecs=None, texts=True, labels=True, fmt="parquet"):
+    cols = {"id": ids}
+    if texts:
+        cols["text"] = [f"text of {i}" for i in ids]
+    if labels:
+        cols["label"] = [("a", "b", "c")[j % 3] for j in range(len(ids))]
+    if vecs is not None:
+        cols["vec"] = [list(map(float, v)) for v in vecs]
+    if fmt == "parquet":
+        pq.write_table(pa.table(cols), path)
+    elif fmt == "csv":
+        pa.csv.write_csv(pa.table({k: v for k, v in cols.items() if k != "vec"}), path)
+    else:
+        with open(path, "w") as fh:
+            for row in range(len(ids)):
+                fh.write(json.dumps({k: v[row] for k, v in cols.items()}) + "\n")

@@ -1,44 +1,17 @@
 """Each bad input gets a clear error naming it, raised before anything stored is overwritten."""
 
-import json
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv  # noqa: F401  (registers pa.csv)
 import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from conftest import make_resources, snapshot
+from conftest import D, make_resources, snapshot
+from conftest import clustered_vectors as _vectors
+from conftest import write_examples as _write
 from curation_assets.assets import centroids, embeddings, raw_examples, subsets
 from curation_assets.pipeline import ALL_ASSETS, run_pipeline
 from resources import CurationStore, ExampleSource
-
-D = 8
-
-
-def _vectors(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(3, D)) * 4
-    return (centers[rng.integers(0, 3, n)] + rng.normal(size=(n, D))).astype(np.float32)
-
-
-def _write(path, ids, vecs=None, texts=True, labels=True, fmt="parquet"):
-    cols = {"id": ids}
-    if texts:
-        cols["text"] = [f"text of {i}" for i in ids]
-    if labels:
-        cols["label"] = [("a", "b", "c")[j % 3] for j in range(len(ids))]
-    if vecs is not None:
-        cols["vec"] = [list(map(float, v)) for v in vecs]
-    if fmt == "parquet":
-        pq.write_table(pa.table(cols), path)
-    elif fmt == "csv":
-        pa.csv.write_csv(pa.table({k: v for k, v in cols.items() if k != "vec"}), path)
-    else:
-        with open(path, "w") as fh:
-            for row in range(len(ids)):
-                fh.write(json.dumps({k: v[row] for k, v in cols.items()}) + "\n")
 
 
 @pytest.fixture

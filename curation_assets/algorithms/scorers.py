@@ -8,6 +8,8 @@ on the geometry alone (the distance term decides who is atypical).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,3 +69,34 @@ class LinearProbeScorer:
             [proba[r, col[y]] if y in col else 0.0 for r, y in enumerate(np.asarray(labels))]
         )
         return -np.log(np.clip(p_true, eps, 1.0))
+
+
+def load_scorer_function(path: str) -> Callable:
+    """Import a user scorer given as 'package.module:function'.
+
+    The function is called with keyword arguments example_ids (list of str), texts, labels (lists,
+    entries may be None) and embeddings ((k, d) float32) of the representatives, and returns one
+    loss per representative: the user's own model, evaluated on k examples only.
+    """
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"scorer_function: expected 'package.module:function', got {path!r}")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"scorer_function: cannot import {path!r}: {exc}") from exc
+    if not callable(fn):
+        raise ValueError(f"scorer_function: {path!r} is not callable")
+    return fn
+
+
+def check_losses(values, expected: int, name: str = "scorer_function") -> np.ndarray:
+    try:
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: returned something that is not numbers: {exc}") from exc
+    if v.size != expected:
+        raise ValueError(f"{name}: returned {v.size} losses for {expected} representatives")
+    if not np.isfinite(v).all() or (v < 0).any():
+        raise ValueError(f"{name}: losses must be finite and >= 0")
+    return v

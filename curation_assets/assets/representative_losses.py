@@ -9,7 +9,7 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from ..algorithms.representatives import cluster_sizes, nearest_members
-from ..algorithms.scorers import ConstantScorer, LinearProbeScorer
+from ..algorithms.scorers import ConstantScorer, LinearProbeScorer, check_losses, load_scorer_function
 from ..arrays import embedding_matrix
 from ..plots import bars
 from .cluster_assignments import load_centroids
@@ -17,8 +17,15 @@ from .shard_scope import read_shards, registered_shards
 
 
 class RepresentativeLossConfig(Config):
-    scorer: Literal["auto", "linear_probe", "constant"] = Field(
-        default="auto", description="auto: linear_probe when every example has a label, else constant."
+    scorer: Literal["auto", "linear_probe", "constant", "function"] = Field(
+        default="auto",
+        description="auto: linear_probe when every example has a label, else constant; function: "
+                    "your own model through scorer_function.",
+    )
+    scorer_function: str | None = Field(
+        default=None,
+        description="'package.module:function' called with example_ids, texts, labels and embeddings of "
+                    "the representatives, returning one loss each (scorer 'function').",
     )
     pilot_size: int | None = Field(
         default=None, description="Labelled pilot examples the probe is fit on; default max(100, 5% of n)."
@@ -64,7 +71,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     scorer_name = config.scorer
     has_labels = labels.null_count == 0 and len(set(labels.to_pylist())) >= 2
     if scorer_name == "auto":
-        scorer_name = "linear_probe" if has_labels else "constant"
+        scorer_name = "function" if config.scorer_function else ("linear_probe" if has_labels else "constant")
     meta = {}
     losses = np.full(k, np.nan)
     if scorer_name == "linear_probe":
@@ -88,10 +95,23 @@ def representative_losses(context: AssetExecutionContext, config: Representative
             "probe_train_accuracy": float(scorer.model.score(x[pilot], y[pilot])),
             "probe_accuracy_at_representatives": float(scorer.model.score(x[reps[present]], y[reps[present]])),
         })
+    elif scorer_name == "function":
+        if not config.scorer_function:
+            raise ValueError("representative_losses.scorer_function: scorer 'function' needs 'package.module:function'")
+        fn = load_scorer_function(config.scorer_function)
+        rows = reps[present]
+        texts = read_shards(store, "raw_examples", keys, columns=["example_id", "text"]).column("text")
+        losses[present] = check_losses(
+            fn(example_ids=[ids[int(r)].as_py() for r in rows], texts=[texts[int(r)].as_py() for r in rows],
+               labels=[labels[int(r)].as_py() for r in rows], embeddings=embedding_matrix(emb.column("embedding"))[rows]),
+            int(present.sum()), "representative_losses.scorer_function",
+        )
+        meta["scorer_function"] = config.scorer_function
     else:
         losses[present] = ConstantScorer(config.constant_loss).losses(np.empty((int(present.sum()), 1)))
         meta["constant_loss"] = config.constant_loss
 
+    scorer_label = f"function:{config.scorer_function}" if scorer_name == "function" else scorer_name
     rep_ids = [ids[int(r)].as_py() if r >= 0 else None for r in reps]
     rep_labels = [labels[int(r)].as_py() if r >= 0 else None for r in reps]
     version = context.run.run_id
@@ -102,7 +122,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "representative_label": pa.array(rep_labels, pa.string()),
         "representative_sq_distance": pa.array([float(sq_dist[r]) if r >= 0 else None for r in reps], pa.float64()),
         "loss": pa.array([float(v) if np.isfinite(v) else None for v in losses], pa.float64()),
-        "scorer": pa.array([scorer_name] * k, pa.string()),
+        "scorer": pa.array([scorer_label] * k, pa.string()),
         "centroids_version": pa.array([centroids_version] * k, pa.string()),
         "version": pa.array([version] * k, pa.string()),
     })
@@ -110,7 +130,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     finite = losses[present]
     meta.update({
         "dagster/row_count": k,
-        "scorer": scorer_name,
+        "scorer": scorer_label,
         "model_inferences": int(present.sum()),
         "empty_clusters": int((~present).sum()),
         "mean_loss": float(finite.mean()),

@@ -6,7 +6,14 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from conftest import make_resources, small_bbc, snapshot
-from curation_assets.assets import centroids, raw_examples, embeddings, representative_losses, subsets
+from curation_assets.assets import (
+    centroids,
+    embeddings,
+    raw_examples,
+    representative_losses,
+    sensitivities,
+    subsets,
+)
 from curation_assets.pipeline import ALL_ASSETS, run_pipeline
 from resources import CurationStore
 
@@ -69,6 +76,12 @@ def test_tables_hold_the_expected_rows(pipeline):
             "ON a.cluster_id = r.cluster_id WHERE a.sq_distance < r.representative_sq_distance"
         ).fetchall()
         assert bad == []
+        # the stored lambda is the balanced one over all shards: sum v_a(i) = lambda * sum d_i^2
+        lam, balanced = con.execute(
+            "SELECT (SELECT min(lambda_) FROM sensitivities), (SELECT max(lambda_) FROM sensitivities), "
+            "sum(r.loss) / sum(a.sq_distance) FROM cluster_assignments a JOIN representative_losses r USING (cluster_id)"
+        ).fetchone()[1:]
+        assert lam == pytest.approx(balanced, rel=1e-9)
         count, total, lo = con.execute("SELECT count(*), sum(probability), min(probability) FROM sensitivities").fetchone()
         assert count == 40 and abs(total - 1) < 1e-9 and lo > 0
         sub = con.execute("SELECT count(*), sum(draws), any_value(budget), min(weight) FROM sensitivity_subset").fetchone()
@@ -100,6 +113,27 @@ def test_same_seed_same_subset_and_old_versions_stay_readable(pipeline):
     with _db(store) as con:
         runs = con.execute("SELECT count(DISTINCT run) FROM sensitivity_subset_history").fetchone()[0]
     assert runs == 3
+
+
+def test_z_other_than_2_uses_the_balanced_lambda_of_d_to_the_z(pipeline):
+    instance, store, resources, _ = pipeline
+    for key in ("bbc-0", "bbc-1"):
+        materialize(ALL_ASSETS, selection=[*sensitivities.keys], partition_key=key, instance=instance,
+                    resources=resources, run_config={"ops": {"sensitivities": {"config": {"z": 1.0}}}})
+    with _db(store) as con:
+        lo, hi, balanced, worst = con.execute(
+            "SELECT min(s.lambda_), max(s.lambda_), "
+            "(SELECT sum(r.loss) / sum(sqrt(a.sq_distance)) FROM cluster_assignments a "
+            " JOIN representative_losses r USING (cluster_id)), "
+            "max(abs(s.sensitivity - r.loss - s.lambda_ * sqrt(a.sq_distance))) "
+            "FROM sensitivities s JOIN cluster_assignments a USING (example_id) JOIN representative_losses r "
+            "ON r.cluster_id = a.cluster_id"
+        ).fetchone()
+    assert lo == hi == pytest.approx(balanced, rel=1e-9)
+    assert worst < 1e-9  # s_i = v_a(i) + lambda * d_i^1
+    for key in ("bbc-0", "bbc-1"):  # back to the default for the tests that follow
+        materialize(ALL_ASSETS, selection=[*sensitivities.keys], partition_key=key, instance=instance,
+                    resources=resources)
 
 
 def test_rematerializing_one_shard_touches_nothing_else(pipeline):

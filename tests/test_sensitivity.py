@@ -241,3 +241,19 @@ def test_scores_upper_bound_a_holder_loss():
     reps = nearest_members(ids, sq, k)
     assert np.all(s[reps] - loss[reps] <= b * sq[reps] + 1e-9)
     assert np.mean(s / loss) < 2.0
+
+
+def test_balanced_lambda_from_cluster_sums_equals_the_full_scan():
+    from curation_assets.algorithms.sensitivity import balanced_lambda_from_cluster_sums
+
+    rng = np.random.default_rng(4)
+    k, n = 7, 500
+    v = rng.uniform(0.1, 2.0, k)
+    ids = rng.integers(0, k - 1, n)  # the last cluster is empty
+    d2 = rng.gamma(2.0, 0.3, n)
+    for z in (1.0, 2.0, 3.0):
+        dz = d2 ** (z / 2)
+        fast = balanced_lambda_from_cluster_sums(v, np.bincount(ids, minlength=k),
+                                                 np.bincount(ids, weights=dz, minlength=k))
+        assert fast == pytest.approx(balanced_lambda(v, ids, d2, z), rel=1e-12)
+        assert fast == pytest.approx(v[ids].sum() / dz.sum(), rel=1e-12)

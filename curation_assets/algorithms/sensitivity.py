@@ -57,10 +57,22 @@ def balanced_lambda(cluster_losses, cluster_ids, sq_dist, z: float = 2.0) -> flo
     """
     v = check_cluster_losses(cluster_losses)
     z = check_z(z)
-    dz = distance_term(check_sq_dist(sq_dist, cluster_ids), z).sum()
+    ids = np.asarray(cluster_ids, dtype=np.int64)
+    dz = distance_term(check_sq_dist(sq_dist, cluster_ids), z)
+    return balanced_lambda_from_cluster_sums(
+        v, np.bincount(ids, minlength=v.size), np.bincount(ids, weights=dz, minlength=v.size)
+    )
+
+
+def balanced_lambda_from_cluster_sums(cluster_losses, cluster_sizes, cluster_distance_sums) -> float:
+    """balanced_lambda from per-cluster totals (size_j and sum of d^z over cluster j): O(k), so a
+    shard can compute the global lambda without reading every other shard."""
+    v = check_cluster_losses(cluster_losses)
+    sizes = np.asarray(cluster_sizes, dtype=np.float64)
+    dz = float(np.sum(cluster_distance_sums))
     if dz <= 0:
         return 0.0
-    return float(v[np.asarray(cluster_ids)].sum() / dz)
+    return float(np.dot(sizes, v) / dz)
 
 
 def sensitivity_scores(cluster_losses, cluster_ids, sq_dist, lam: float, z: float = 2.0) -> np.ndarray:

@@ -118,6 +118,9 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     table = pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "size": pa.array(sizes.astype(np.int64)),
+        # k-means cost per cluster: lets each shard of `sensitivities` compute the global,
+        # balanced lambda (z = 2) in O(k) instead of reading every shard's assignments.
+        "sum_sq_distance": pa.array(np.bincount(cluster_ids, weights=sq_dist, minlength=k)),
         "representative_id": pa.array(rep_ids, pa.string()),
         "representative_label": pa.array(rep_labels, pa.string()),
         "representative_sq_distance": pa.array([float(sq_dist[r]) if r >= 0 else None for r in reps], pa.float64()),

@@ -6,7 +6,13 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
-from ..algorithms.sensitivity import balanced_lambda, check_z, distance_term, sensitivity_scores
+from ..algorithms.sensitivity import (
+    balanced_lambda,
+    balanced_lambda_from_cluster_sums,
+    check_z,
+    distance_term,
+    sensitivity_scores,
+)
 from ..partitions import shards
 from ..plots import histogram
 from .shard_scope import read_shards, registered_shards
@@ -21,10 +27,11 @@ class SensitivityConfig(Config):
     z: float = Field(default=2.0, description="Exponent of the distance: 2 matches the k-means objective.")
 
 
-def load_losses(store: CurationStore) -> tuple[np.ndarray, str, str]:
+def load_losses(store: CurationStore) -> tuple[pa.Table, np.ndarray, str, str]:
+    """representative_losses sorted by cluster, v_j as float64 (NaN for empty clusters), versions."""
     t = store.read("representative_losses").sort_by("cluster_id")
     v = np.asarray(t.column("loss").to_numpy(zero_copy_only=False), dtype=np.float64)
-    return v, t.column("version")[0].as_py(), t.column("centroids_version")[0].as_py()
+    return t, v, t.column("version")[0].as_py(), t.column("centroids_version")[0].as_py()
 
 
 @asset(
@@ -37,10 +44,14 @@ def load_losses(store: CurationStore) -> tuple[np.ndarray, str, str]:
 def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
     z = check_z(config.z)
-    v, losses_version, centroids_version = load_losses(store)
+    losses, v, losses_version, centroids_version = load_losses(store)
     # Empty clusters have no representative and no members; any value keeps the formula defined.
     v = np.nan_to_num(v, nan=0.0)
-    if config.lambda_ is None:
+    if config.lambda_ is None and z == 2.0:
+        lam = balanced_lambda_from_cluster_sums(v, losses.column("size").to_numpy(),
+                                                losses.column("sum_sq_distance").to_numpy())
+        lambda_rule = "balanced"
+    elif config.lambda_ is None:
         every = read_shards(store, "cluster_assignments", registered_shards(context),
                             columns=["example_id", "cluster_id", "sq_distance", "centroids_version"],
                             version_column="centroids_version", expected_version=centroids_version,

@@ -69,7 +69,7 @@ def _summary(sample: WeightedSample, cluster_ids: np.ndarray, k: int, n: int) ->
 )
 def subsets(context: AssetExecutionContext, config: SubsetConfig, store: CurationStore):
     keys = registered_shards(context)
-    _, losses_version, _ = load_losses(store)
+    _, _, losses_version, _ = load_losses(store)
     sens = read_shards(store, "sensitivities", keys,
                        columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"],
                        version_column="losses_version", expected_version=losses_version,

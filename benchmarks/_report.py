@@ -1,5 +1,7 @@
 """Plain-text tables for the benchmark scripts (they print to stdout, so results diff cleanly)."""
 
+from pathlib import Path
+
 
 def format_table(headers: list[str], rows: list[list], align: str | None = None) -> str:
     """Columns padded to their widest cell; `align` is one 'l'/'r' per column (default: text left, rest right)."""
@@ -10,3 +12,11 @@ def format_table(headers: list[str], rows: list[list], align: str | None = None)
     lines = ["  ".join(pad(c, i) for i, c in enumerate(r)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def emit(text: str, out_dir: str | None, filename: str) -> None:
+    """Print the report; with --out, also keep it as out_dir/filename (benchmarks/results/ in the repo)."""
+    print(text)
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / filename).write_text(text + "\n")

@@ -20,11 +20,10 @@ losses are a little lower; the subsets must estimate the full mean either way).
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from _report import format_table
+from _report import emit, format_table
 from curation_assets.algorithms.estimation import relative_error, weighted_mean
 from curation_assets.algorithms.sampling import (
     SAMPLING_METHODS,
@@ -176,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         format_table(["budget", "m", "lambda", "method", "|S|", "median err", "p90 err", "median/unif",
                       "p90/unif"], lambda_rows),
     ])
-    print(out)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "estimate_error.txt").write_text(out + "\n")
+    emit(out, args.out, "estimate_error.txt")
     return 0
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import format_table
+from _report import emit, format_table
 
 ASSET_STEPS = ["raw_examples", "embeddings", "centroids", "cluster_assignments", "representative_losses",
                "sensitivities", "subsets"]
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         format_table(["what", "texts", "wall s", "texts/s", "ratio"], base_rows),
     ])
-    print(out)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "pipeline.txt").write_text(out + "\n")
+    emit(out, args.out, "pipeline.txt")
     return 0
 
 

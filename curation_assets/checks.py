@@ -2,7 +2,7 @@
 
 
 import numpy as np
-from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from resources.storage import CurationStore
 
@@ -42,5 +42,24 @@ def sensitivity_probabilities_are_valid(store: CurationStore) -> AssetCheckResul
                             metadata={"min_probability": lo, "sum_probability": total})
 
 
-all_checks = [centroids_have_no_empty_clusters, sensitivity_subset_weights_are_sane,
+@asset_check(asset="subset_evaluation",
+             description="Warns when sensitivity sampling estimates the mean loss worse than uniform sampling.")
+def sensitivity_estimates_beat_uniform(store: CurationStore) -> AssetCheckResult:
+    if not store.exists("subset_evaluation"):
+        return AssetCheckResult(passed=True, metadata={"note": "no evaluation stored (unlabelled data)"})
+    t = store.query(
+        "SELECT budget_fraction, method, median(value) AS err FROM subset_evaluation "
+        "WHERE metric = 'estimate_rel_error' AND method IN ('sensitivity', 'uniform') GROUP BY ALL"
+    ).to_pylist()
+    err = {(r["budget_fraction"], r["method"]): r["err"] for r in t}
+    ratios = {f"{b:.0%}": err[(b, "sensitivity")] / err[(b, "uniform")]
+              for b in sorted({b for b, _ in err}) if (b, "sensitivity") in err and (b, "uniform") in err}
+    worse = [b for b, r in ratios.items() if r > 1.0]
+    return AssetCheckResult(
+        passed=not worse, severity=AssetCheckSeverity.WARN,
+        metadata={"sensitivity_over_uniform_median_error": MetadataValue.json(ratios), "budgets_where_worse": ", ".join(worse) or "none"},
+    )
+
+
+all_checks = [sensitivity_estimates_beat_uniform, centroids_have_no_empty_clusters, sensitivity_subset_weights_are_sane,
               sensitivity_probabilities_are_valid]

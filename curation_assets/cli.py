@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--z", type=float, default=2.0, help="distance exponent (default 2)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
+    run.add_argument("--no-evaluation", action="store_true",
+                     help="skip subset_evaluation (the held-out comparison of every method; ~2 min on the default data)")
     run.add_argument("--log-level", default="CRITICAL",
                      help="Dagster console log level (default CRITICAL: errors are reported once, at the end; "
                           "every event stays in the instance for the UI)")
@@ -72,7 +74,7 @@ def _run(args) -> int:
     }
     start = time.perf_counter()
     with DagsterInstance.get() as instance:
-        run_pipeline(instance, resources, config, log_level=args.log_level)
+        run_pipeline(instance, resources, config, log_level=args.log_level, evaluate=not args.no_evaluation)
     seconds = time.perf_counter() - start
     summary = store.query(
         "SELECT count(*) AS rows, sum(weight) AS weight_sum, count(DISTINCT cluster_id) AS clusters, "

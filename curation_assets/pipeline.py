@@ -10,18 +10,20 @@ from collections.abc import Callable
 from dagster import DagsterInstance, materialize
 
 from .assets import (
+    all_assets,
     centroids,
     cluster_assignments,
     embeddings,
     raw_examples,
     representative_losses,
     sensitivities,
+    subset_evaluation,
     subsets,
 )
 from .checks import all_checks
 from .partitions import shards
 
-ALL_ASSETS = [raw_examples, embeddings, centroids, cluster_assignments, representative_losses, sensitivities, subsets]
+ALL_ASSETS = all_assets
 
 # (assets selected, partitioned?) in dependency order.
 STAGES = [
@@ -32,6 +34,8 @@ STAGES = [
     ([sensitivities], True),
     ([subsets], False),
 ]
+# Held-out evaluation of every method at a grid of budgets (minutes on the default data).
+EVALUATION_STAGE = ([subset_evaluation], False)
 
 
 def sync_shards(instance: DagsterInstance, shard_keys: list[str]) -> tuple[list[str], list[str]]:
@@ -66,18 +70,20 @@ def run_pipeline(
     config: dict | None = None,
     log: Callable[[str], None] = print,
     log_level: str = "WARNING",
+    evaluate: bool = False,
 ) -> list:
     """Register the source's shards, then materialise every stage. Returns the run results.
 
     `config` maps an asset's op name (e.g. "centroids", "subsets") to its config dict, e.g.
     {"subsets": {"config": {"budget_fraction": 0.05}}}. `log_level` is the console log level of
-    each run (the full event log is kept in the instance either way).
+    each run (the full event log is kept in the instance either way). `evaluate` adds the
+    held-out `subset_evaluation` at the end.
     """
     shard_keys = resources["source"].list_shards()
     added, removed = sync_shards(instance, shard_keys)
     log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(removed)} no longer in the source)")
     results = []
-    for selected, partitioned in STAGES:
+    for selected, partitioned in STAGES + ([EVALUATION_STAGE] if evaluate else []):
         names = ", ".join(a.node_def.name for a in selected)
         keys = shard_keys if partitioned else [None]
         for key in keys:

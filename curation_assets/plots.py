@@ -13,12 +13,39 @@ import numpy as np  # noqa: E402
 from dagster import MetadataValue  # noqa: E402
 
 
-def figure_markdown(fig, title: str) -> MetadataValue:
+def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def png_markdown(png: bytes, title: str) -> MetadataValue:
+    data = base64.b64encode(png).decode("ascii")
     return MetadataValue.md(f"### {title}\n\n![{title}](data:image/png;base64,{data})")
+
+
+def figure_markdown(fig, title: str) -> MetadataValue:
+    return png_markdown(figure_png(fig), title)
+
+
+def metric_vs_budget(series: dict[str, tuple[list, list, list | None]], title: str, ylabel: str,
+                     log_y: bool = False, reference: float | None = None) -> bytes:
+    """One line per method: (budget fractions, values, error bars or None); an optional dashed
+    reference line (e.g. the full-data score)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, (x, y, err) in series.items():
+        ax.errorbar(np.asarray(x) * 100, y, yerr=err, marker="o", ms=3, capsize=2, label=name)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="full data")
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("budget (% of examples)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return figure_png(fig)
 
 
 def histogram(values, title: str, xlabel: str, bins: int = 40) -> MetadataValue:

@@ -141,6 +141,21 @@ class CurationStore(ConfigurableResource):
     def _view_body(name: str, source_sql: str) -> str:
         return VIEW_SQL.get(name, "SELECT * FROM {source}").format(source=source_sql)
 
+    def write_file(self, name: str, filename: str, data: bytes) -> Path:
+        """Atomically store a side file of an asset (a plot, a report) under <asset>/files/."""
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", filename):
+            raise ValueError(f"file name: {filename!r} must hold only letters, digits, '_', '-', '.'")
+        path = self._folder(name) / "files" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
     def _create_view(self, name: str, source_sql: str) -> None:
         stmt = f"CREATE OR REPLACE VIEW {_quote_ident(_check_name(name))} AS {self._view_body(name, source_sql)}"
         self.db_path.parent.mkdir(parents=True, exist_ok=True)

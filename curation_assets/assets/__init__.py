@@ -6,6 +6,7 @@ from .embeddings import embeddings
 from .raw_examples import raw_examples
 from .representative_losses import representative_losses
 from .sensitivities import sensitivities
+from .subset_evaluation import subset_evaluation
 from .subsets import subsets
 
 all_assets = [
@@ -16,4 +17,5 @@ all_assets = [
     representative_losses,
     sensitivities,
     subsets,
+    subset_evaluation,
 ]

@@ -1,0 +1,139 @@
+"""Evaluate selection methods on held-out data: train on each subset, test on data no selector saw.
+
+A `Pool` is the selection side of a split: its own k-means, its own probe pilot, its own
+sensitivities, built with the pipeline's parameters, so the test side never leaks into a
+selection. Every selector maps (pool, m, seed) to a WeightedSample of the pool's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .downstream import fit_predict_logreg, fit_predict_mlp, scores
+from .estimation import relative_error, weighted_mean
+from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
+from .representatives import nearest_members
+from .sampling import WeightedSample, sample_uniform, sample_with_replacement
+from .scorers import LinearProbeScorer
+from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
+
+
+@dataclass(frozen=True)
+class Pool:
+    x: np.ndarray  # (n, d) embeddings of the selection side
+    labels: np.ndarray  # (n,) labels
+    cluster_ids: np.ndarray
+    sq_dist: np.ndarray
+    n_clusters: int
+    losses: np.ndarray  # per-example loss of the fixed model (the probe): what estimates target
+    sensitivities: np.ndarray  # s_i with the balanced lambda
+    pilot: np.ndarray  # rows the probe was fit on
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+Selector = Callable[[Pool, int, int], WeightedSample]
+
+
+def holdout_mask(example_ids, test_fraction: float) -> np.ndarray:
+    """True for test rows: a stable md5 split, so every run and method sees the same test set."""
+    import hashlib
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
+    h = np.array([int.from_bytes(hashlib.md5(str(i).encode()).digest()[:4], "little") for i in example_ids])
+    return h < test_fraction * 2**32
+
+
+def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot_size: int | None = None,
+               z: float = 2.0) -> Pool:
+    """k-means, representatives, a probe on a uniform pilot and balanced sensitivities, on `x` only."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    labels = np.asarray(labels, dtype=object)
+    n = x.shape[0]
+    k = n_clusters or default_n_clusters(n)
+    km = fit_kmeans(x, k, seed=seed)
+    cluster_ids, sq_dist = assign_to_centroids(x, km.centroids)
+    reps = nearest_members(cluster_ids, sq_dist, k)
+    pilot_size = pilot_size or min(n, max(100, int(np.ceil(0.05 * n))))
+    pilot = np.sort(np.random.default_rng(seed).choice(n, size=pilot_size, replace=False))
+    probe = LinearProbeScorer().fit(x[pilot], labels[pilot])
+    losses = probe.losses(x, labels)  # evaluation only: the method itself needs the k below
+    v = np.zeros(k)
+    present = reps >= 0
+    v[present] = losses[reps[present]]
+    lam = balanced_lambda(v, cluster_ids, sq_dist, z)
+    s = sensitivity_scores(v, cluster_ids, sq_dist, lam, z)
+    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot)
+
+
+def selectors() -> dict[str, Selector]:
+    """Every selection method the evaluation knows, by name."""
+    return {
+        "uniform": lambda pool, m, seed: sample_uniform(pool.n, m, seed),
+        "sensitivity": lambda pool, m, seed: sample_with_replacement(
+            sampling_probabilities(pool.sensitivities), m, seed),
+    }
+
+
+def budgets_to_counts(n: int, fractions) -> list[tuple[float, int]]:
+    out = []
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ValueError(f"budgets: every fraction must be in (0, 1], got {f!r}")
+        out.append((float(f), max(1, int(round(f * n)))))
+    return out
+
+
+def estimate_errors(pool: Pool, selectors: dict[str, Selector], budgets, seeds) -> list[dict]:
+    """|weighted subset mean loss - full mean loss| / full mean, per method, budget and seed."""
+    truth = float(pool.losses.mean())
+    rows = []
+    for frac, m in budgets_to_counts(pool.n, budgets):
+        for name, select in selectors.items():
+            for seed in seeds:
+                smp = select(pool, m, seed)
+                est = weighted_mean(pool.losses, smp.indices, smp.weights, pool.n)
+                rows.append({"method": name, "budget_fraction": frac, "m": m, "seed": int(seed),
+                             "metric": "estimate_rel_error", "model": "probe",
+                             "value": relative_error(est, truth)})
+    return rows
+
+
+def training_scores(pool: Pool, x_test, y_test, selectors: dict[str, Selector], budgets, seeds,
+                    models=("logreg", "mlp"), mlp_epochs: int = 200) -> list[dict]:
+    """Accuracy and macro-F1 on the test side of models trained on each weighted subset, and on
+    the whole pool (method 'full', the ceiling)."""
+    classes = np.unique(np.concatenate([pool.labels, np.asarray(y_test, dtype=object)]))
+    x_test = np.asarray(x_test, dtype=np.float32)
+
+    def run(model, idx, w, seed):
+        if model == "logreg":
+            pred = fit_predict_logreg(pool.x[idx], pool.labels[idx], w, x_test, seed=seed)
+        else:
+            pred = fit_predict_mlp(pool.x[idx], pool.labels[idx], w, x_test, classes=classes, seed=seed,
+                                   epochs=mlp_epochs)
+        return scores(np.asarray(y_test, dtype=object), pred)
+
+    rows = []
+    everything = np.arange(pool.n)
+    for model in models:
+        sc = run(model, everything, None, 0)
+        for metric in ("accuracy", "macro_f1"):
+            rows.append({"method": "full", "budget_fraction": 1.0, "m": pool.n, "seed": 0, "metric": metric,
+                         "model": model, "value": getattr(sc, metric)})
+    for frac, m in budgets_to_counts(pool.n, budgets):
+        for name, select in selectors.items():
+            for seed in seeds:
+                smp = select(pool, m, seed)
+                for model in models:
+                    sc = run(model, smp.indices, smp.weights, seed)
+                    for metric in ("accuracy", "macro_f1"):
+                        rows.append({"method": name, "budget_fraction": frac, "m": m, "seed": int(seed),
+                                     "metric": metric, "model": model, "value": getattr(sc, metric)})
+    return rows

@@ -1,0 +1,124 @@
+import time
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from resources.storage import CurationStore
+
+from ..algorithms.downstream import DOWNSTREAM_MODELS
+from ..algorithms.estimation import relative_error, weighted_mean
+from ..algorithms.evaluation import build_pool, estimate_errors, holdout_mask, selectors, training_scores
+from ..algorithms.scorers import LinearProbeScorer
+from ..arrays import embedding_matrix
+from ..plots import markdown_table, metric_vs_budget, png_markdown
+from .shard_scope import read_shards, registered_shards
+
+
+class EvaluationConfig(Config):
+    budgets: list[float] = Field(default=[0.01, 0.02, 0.05, 0.1, 0.2], description="Budgets as fractions of n.")
+    seeds: int = Field(default=5, description="Seeds per (method, budget) for the downstream models.")
+    estimate_seeds: int = Field(default=50, description="Seeds per (method, budget) for the loss-estimate error.")
+    test_fraction: float = Field(default=0.2, description="Held out by an md5 split of the ids; no selector sees it.")
+    methods: list[str] | None = Field(default=None, description="Selection methods to compare (default: all).")
+    models: list[str] = Field(default=list(DOWNSTREAM_MODELS), description="Downstream models: logreg, mlp.")
+    mlp_epochs: int = Field(default=200, description="Full-batch epochs of the torch MLP.")
+    seed: int = Field(default=0, description="Seeds the pool's k-means and probe pilot.")
+
+
+def _summarise(rows, metric, model):
+    """{method: (fractions, means, sds)} over seeds."""
+    out = {}
+    for method in sorted({r["method"] for r in rows if r["metric"] == metric and r["method"] != "full"}):
+        picked = [r for r in rows if r["metric"] == metric and r["model"] == model and r["method"] == method]
+        fracs = sorted({r["budget_fraction"] for r in picked})
+        vals = [[r["value"] for r in picked if r["budget_fraction"] == f] for f in fracs]
+        out[method] = (fracs, [float(np.mean(v)) for v in vals], [float(np.std(v)) for v in vals])
+    return out
+
+
+def _stored_subset_errors(store, ids, x, y, pool, keys) -> dict[str, float]:
+    """How well the subsets the pipeline stored estimate the probe's mean loss over all n."""
+    probe = LinearProbeScorer().fit(pool.x[pool.pilot], pool.labels[pool.pilot])
+    losses = probe.losses(x, y)
+    position = {i: k for k, i in enumerate(ids)}
+    out = {}
+    for name in ("sensitivity_subset", "uniform_subset"):
+        try:
+            t = store.read_latest_version(name)
+        except FileNotFoundError:
+            continue
+        idx = np.array([position[i] for i in t.column("example_id").to_pylist()])
+        est = weighted_mean(losses, idx, t.column("weight").to_numpy(), len(ids))
+        out[name] = relative_error(est, float(losses.mean()))
+    return out
+
+
+@asset(
+    deps=["embeddings", "raw_examples", "sensitivity_subset", "uniform_subset"],
+    group_name="evaluation",
+    kinds={"scikitlearn", "torch", "parquet"},
+    description="Every selection method at a grid of budgets: downstream accuracy on held-out data and "
+                "the error of its weighted estimate of the mean loss, next to uniform and the full data.",
+)
+def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, store: CurationStore) -> MaterializeResult:
+    available = selectors()
+    methods = config.methods or list(available)
+    unknown = [m for m in methods if m not in available]
+    if unknown:
+        raise ValueError(f"subset_evaluation.methods: unknown {unknown}; choose from {sorted(available)}")
+    bad_models = [m for m in config.models if m not in DOWNSTREAM_MODELS]
+    if bad_models:
+        raise ValueError(f"subset_evaluation.models: unknown {bad_models}; choose from {list(DOWNSTREAM_MODELS)}")
+    if config.seeds < 1 or config.estimate_seeds < 1:
+        raise ValueError("subset_evaluation.seeds and estimate_seeds: must be at least 1")
+    keys = registered_shards(context)
+    raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
+    if raw.column("label").null_count:
+        return MaterializeResult(metadata={"skipped": "not every example has a label: nothing to evaluate against"})
+    emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
+    ids = raw.column("example_id").to_pylist()
+    x = embedding_matrix(emb.column("embedding"))
+    y = np.asarray(raw.column("label").to_pylist(), dtype=object)
+    test = holdout_mask(ids, config.test_fraction)
+    start = time.perf_counter()
+    pool = build_pool(x[~test], y[~test], seed=config.seed)
+    chosen = {m: available[m] for m in methods}
+    rows = estimate_errors(pool, chosen, config.budgets, range(config.estimate_seeds))
+    rows += training_scores(pool, x[test], y[test], chosen, config.budgets, range(config.seeds),
+                            models=config.models, mlp_epochs=config.mlp_epochs)
+    seconds = time.perf_counter() - start
+    table = pa.Table.from_pylist(rows)
+    table = table.append_column("run", pa.array([context.run.run_id] * table.num_rows, pa.string()))
+    store.write("subset_evaluation", table)
+
+    meta = {"dagster/row_count": table.num_rows, "pool_size": pool.n, "test_size": int(test.sum()),
+            "methods": MetadataValue.json(methods), "budgets": MetadataValue.json(list(config.budgets)),
+            "seconds": round(seconds, 1)}
+    err = {}
+    for method in methods:
+        picked = [r for r in rows if r["metric"] == "estimate_rel_error" and r["method"] == method]
+        fracs = sorted({r["budget_fraction"] for r in picked})
+        err[method] = (fracs, [float(np.median([r["value"] for r in picked if r["budget_fraction"] == f]))
+                               for f in fracs], None)
+    png = metric_vs_budget(err, "median relative error of the mean-loss estimate", "relative error", log_y=True)
+    store.write_file("subset_evaluation", "estimate_error_vs_budget.png", png)
+    meta["estimate_error_plot"] = png_markdown(png, "estimate error vs budget")
+    header = ["budget"] + methods
+    fr = err[methods[0]][0]
+    meta["estimate_error_table"] = MetadataValue.md(markdown_table(
+        header, [[f"{f:.0%}"] + [err[m][1][i] for m in methods] for i, f in enumerate(fr)]))
+    for model in config.models:
+        full = [r["value"] for r in rows if r["method"] == "full" and r["model"] == model and r["metric"] == "accuracy"][0]
+        acc = _summarise(rows, "accuracy", model)
+        png = metric_vs_budget(acc, f"test accuracy, {model} on the weighted subset", "accuracy", reference=full)
+        store.write_file("subset_evaluation", f"accuracy_vs_budget_{model}.png", png)
+        meta[f"accuracy_plot_{model}"] = png_markdown(png, f"accuracy vs budget ({model})")
+        meta[f"full_data_accuracy_{model}"] = full
+        meta[f"accuracy_table_{model}"] = MetadataValue.md(markdown_table(
+            header, [[f"{f:.0%}"] + [f"{acc[m][1][i]:.3f} ± {acc[m][2][i]:.3f}" for m in methods]
+                     for i, f in enumerate(acc[methods[0]][0])]))
+    for name, value in _stored_subset_errors(store, ids, x, y, pool, keys).items():
+        meta[f"stored_{name}_estimate_error"] = value
+    return MaterializeResult(metadata=meta)

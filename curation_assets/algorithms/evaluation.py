@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .baselines import BASELINES
 from .downstream import fit_predict_logreg, fit_predict_mlp, scores
 from .estimation import relative_error, weighted_mean
 from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
@@ -72,13 +73,19 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot)
 
 
+def _baseline(fn) -> Selector:
+    return lambda pool, m, seed: fn(pool.x, pool.cluster_ids, m, seed)
+
+
 def selectors() -> dict[str, Selector]:
     """Every selection method the evaluation knows, by name."""
-    return {
+    out = {
         "uniform": lambda pool, m, seed: sample_uniform(pool.n, m, seed),
         "sensitivity": lambda pool, m, seed: sample_with_replacement(
             sampling_probabilities(pool.sensitivities), m, seed),
     }
+    out.update({name: _baseline(fn) for name, fn in BASELINES.items() if name != "uniform"})
+    return out
 
 
 def budgets_to_counts(n: int, fractions) -> list[tuple[float, int]]:

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--lambda", dest="lambda_", type=float, default=None,
                      help="weight of the distance term (default: balanced)")
     run.add_argument("--z", type=float, default=2.0, help="distance exponent (default 2)")
+    run.add_argument("--alpha", type=float, default=0.5,
+                     help="defensive mixture weight of uniform sampling (default 0.5; 0: the plain method)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
     run.add_argument("--no-evaluation", action="store_true",
@@ -70,7 +72,7 @@ def _run(args) -> int:
         "representative_losses": {"config": {"seed": args.seed}},
         "sensitivities": {"config": {"lambda_": args.lambda_, "z": args.z}},
         "subsets": {"config": {"budget": args.budget, "budget_fraction": args.budget_fraction,
-                               "seed": args.seed, "sampling": args.sampling}},
+                               "seed": args.seed, "sampling": args.sampling, "alpha": args.alpha}},
     }
     start = time.perf_counter()
     with DagsterInstance.get() as instance:

@@ -86,10 +86,10 @@ def test_tables_hold_the_expected_rows(pipeline):
         assert count == 40 and abs(total - 1) < 1e-9 and lo > 0
         sub = con.execute("SELECT count(*), sum(draws), any_value(budget), min(weight) FROM sensitivity_subset").fetchone()
         assert sub[1] == 10 and sub[2] == 10 and sub[0] <= 10 and sub[3] > 0
-        # weights are 1 / (m p) per draw, p the view's probability
+        # weights are 1 / (m p) per draw, p the defensive mixture alpha/n + (1 - alpha) s/sum(s)
         off = con.execute(
-            "SELECT max(abs(s.weight - s.draws / (s.budget * p.probability))) FROM sensitivity_subset s "
-            "JOIN sensitivities p USING (example_id)"
+            "SELECT max(abs(s.weight - s.draws / (s.budget * (0.5 / 40 + 0.5 * p.probability)))) "
+            "FROM sensitivity_subset s JOIN sensitivities p USING (example_id)"
         ).fetchone()[0]
         assert off < 1e-9
         u = con.execute("SELECT count(*), count(DISTINCT example_id), min(weight), max(weight) FROM uniform_subset").fetchone()

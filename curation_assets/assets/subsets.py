@@ -10,7 +10,7 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from ..algorithms.sampling import WeightedSample, sample_by_sensitivity, sample_uniform
-from ..algorithms.sensitivity import sampling_probabilities
+from ..algorithms.robust_sensitivity import DEFAULT_ALPHA, defensive_probabilities
 from ..algorithms.validation import resolve_budget
 from ..plots import grouped_shares, histogram, markdown_table
 from .sensitivities import load_losses
@@ -21,6 +21,11 @@ class SubsetConfig(Config):
     budget: int | None = Field(default=None, description="Examples to select (m). Overrides budget_fraction.")
     budget_fraction: float = Field(default=0.1, description="m = round(budget_fraction * n) when budget is unset.")
     seed: int = Field(default=0, description="Seeds both draws: same inputs and seed, same subsets.")
+    alpha: float = Field(
+        default=DEFAULT_ALPHA,
+        description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
+                    "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method.",
+    )
     sampling: Literal["with_replacement", "poisson", "poisson_hajek"] = Field(
         default="with_replacement",
         description="with_replacement: m i.i.d. draws, weight 1/(m p), exactly unbiased. poisson: without "
@@ -86,7 +91,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     m = resolve_budget(n, config.budget, config.budget_fraction)
     cluster_ids = sens.column("cluster_id").to_numpy().astype(np.int64)
     k = int(cluster_ids.max()) + 1
-    p = sampling_probabilities(sens.column("sensitivity").to_numpy())
+    p = defensive_probabilities(sens.column("sensitivity").to_numpy(), config.alpha)
 
     sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
     unif_sample = sample_uniform(n, m, config.seed)
@@ -114,12 +119,13 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
             **common,
             "dagster/row_count": s_sum["rows"],
             "sampling": config.sampling,
+            "alpha": config.alpha,
             "lambda": lam,
             "z": float(sens.column("z")[0].as_py()),
             **{k_: v for k_, v in s_sum.items() if k_ != "rows"},
             "summary": MetadataValue.md(
                 f"Drew **{m}** of **{n}** examples by sensitivity ({config.sampling}, seed {config.seed}, "
-                f"lambda {lam:.4g}).\n\n{comparison}"
+                f"lambda {lam:.4g}, alpha {config.alpha:g}).\n\n{comparison}"
             ),
             "weights": histogram(sens_sample.weights, "importance weights", "weight"),
             "cluster_shares": share_plot,

@@ -11,9 +11,11 @@ from dagster import DagsterInstance, materialize
 
 from .assets import (
     all_assets,
+    balanced_subset,
     centroids,
     cluster_assignments,
     embeddings,
+    hierarchical_centroids,
     raw_examples,
     representative_losses,
     sensitivities,
@@ -28,11 +30,11 @@ ALL_ASSETS = all_assets
 # (assets selected, partitioned?) in dependency order.
 STAGES = [
     ([raw_examples, embeddings], True),
-    ([centroids], False),
+    ([centroids, hierarchical_centroids], False),
     ([cluster_assignments], True),
     ([representative_losses], False),
     ([sensitivities], True),
-    ([subsets], False),
+    ([subsets, balanced_subset], False),
 ]
 # Held-out evaluation of every method at a grid of budgets (minutes on the default data).
 EVALUATION_STAGE = ([subset_evaluation], False)

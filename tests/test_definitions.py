@@ -14,6 +14,8 @@ EDGES = {
     "sensitivity_subset": {"sensitivities"},
     "uniform_subset": {"raw_examples"},
     "subset_evaluation": {"embeddings", "raw_examples", "sensitivity_subset", "uniform_subset"},
+    "hierarchical_centroids": {"embeddings"},
+    "balanced_subset": {"hierarchical_centroids", "embeddings"},
 }
 PARTITIONED = {"raw_examples", "embeddings", "cluster_assignments", "sensitivities"}
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .balanced_sampling import hierarchical_balanced_selector
 from .baselines import BASELINES
 from .downstream import fit_predict_logreg, fit_predict_mlp, scores
 from .estimation import relative_error, weighted_mean
 from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .representatives import nearest_members
+from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defensive_probabilities
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
 from .scorers import LinearProbeScorer
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
@@ -73,6 +75,25 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot)
 
 
+def _probe_fit_scorer(pool: Pool):
+    """fit_scorer for the adaptive sampler: a linear probe fit on the examples chosen so far (a
+    constant loss while they hold fewer than two classes)."""
+
+    def fit(chosen):
+        labels = pool.labels[chosen]
+        if np.unique(labels).size < 2:
+            return lambda idx: np.ones(len(idx))
+        probe = LinearProbeScorer().fit(pool.x[chosen], labels)
+        return lambda idx: probe.losses(pool.x[idx], pool.labels[idx])
+
+    return fit
+
+
+def _adaptive(pool: Pool, m: int, seed: int) -> WeightedSample:
+    sample, _ = adaptive_sensitivity_sample(pool.cluster_ids, pool.sq_dist, m, seed, _probe_fit_scorer(pool))
+    return sample
+
+
 def _baseline(fn) -> Selector:
     return lambda pool, m, seed: fn(pool.x, pool.cluster_ids, m, seed)
 
@@ -83,8 +104,12 @@ def selectors() -> dict[str, Selector]:
         "uniform": lambda pool, m, seed: sample_uniform(pool.n, m, seed),
         "sensitivity": lambda pool, m, seed: sample_with_replacement(
             sampling_probabilities(pool.sensitivities), m, seed),
+        "sensitivity_defensive": lambda pool, m, seed: sample_with_replacement(
+            defensive_probabilities(pool.sensitivities, DEFAULT_ALPHA), m, seed),
+        "sensitivity_adaptive": _adaptive,
     }
     out.update({name: _baseline(fn) for name, fn in BASELINES.items() if name != "uniform"})
+    out["hierarchical_balanced"] = hierarchical_balanced_selector()  # trained on unweighted, as meant
     return out
 
 

@@ -3,6 +3,7 @@
 from .centroids import centroids
 from .cluster_assignments import cluster_assignments
 from .embeddings import embeddings
+from .hierarchical import balanced_subset, hierarchical_centroids
 from .raw_examples import raw_examples
 from .representative_losses import representative_losses
 from .sensitivities import sensitivities
@@ -18,4 +19,6 @@ all_assets = [
     sensitivities,
     subsets,
     subset_evaluation,
+    hierarchical_centroids,
+    balanced_subset,
 ]

@@ -73,6 +73,10 @@ def _run(args) -> int:
         "sensitivities": {"config": {"lambda_": args.lambda_, "z": args.z}},
         "subsets": {"config": {"budget": args.budget, "budget_fraction": args.budget_fraction,
                                "seed": args.seed, "sampling": args.sampling, "alpha": args.alpha}},
+        "hierarchical_centroids": {"config": {"seed": args.seed}},
+        "balanced_subset": {"config": {"budget": args.budget, "budget_fraction": args.budget_fraction,
+                                       "seed": args.seed}},
+        **({} if args.no_evaluation else {"subset_evaluation": {"config": {"seed": args.seed}}}),
     }
     start = time.perf_counter()
     with DagsterInstance.get() as instance:

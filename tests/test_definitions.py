@@ -23,7 +23,7 @@ PARTITIONED = {"raw_examples", "embeddings", "cluster_assignments", "sensitiviti
 def test_lineage_graph_matches_the_design():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert set(EDGES) <= keys
+    assert keys == set(EDGES)
     for asset, parents in EDGES.items():
         node = graph.get(AssetKey(asset))
         assert {p.to_user_string() for p in node.parent_keys} == parents, asset

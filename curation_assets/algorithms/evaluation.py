@@ -89,8 +89,12 @@ def _probe_fit_scorer(pool: Pool):
     return fit
 
 
-def _adaptive(pool: Pool, m: int, seed: int) -> WeightedSample:
-    sample, _ = adaptive_sensitivity_sample(pool.cluster_ids, pool.sq_dist, m, seed, _probe_fit_scorer(pool))
+def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
+    """Two rounds (a uniform pilot, then sensitivity); a budget below one draw per round is uniform."""
+    if m < rounds:
+        return sample_uniform(pool.n, m, seed)
+    sample, _ = adaptive_sensitivity_sample(pool.cluster_ids, pool.sq_dist, m, seed, _probe_fit_scorer(pool),
+                                            rounds=rounds)
     return sample
 
 

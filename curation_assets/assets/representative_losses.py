@@ -8,7 +8,8 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
-from ..algorithms.representatives import cluster_sizes, nearest_members
+from ..algorithms.representatives import cluster_sizes
+from ..algorithms.robust_sensitivity import cluster_losses_from_members, nearest_members_per_cluster
 from ..algorithms.scorers import ConstantScorer, LinearProbeScorer, check_losses, load_scorer_function
 from ..arrays import embedding_matrix
 from ..plots import bars
@@ -33,6 +34,8 @@ class RepresentativeLossConfig(Config):
     seed: int = Field(default=0, description="Seeds the pilot sample.")
     probe_C: float = Field(default=1.0, description="Inverse L2 regularisation of the logistic-regression probe.")
     constant_loss: float = Field(default=1.0, description="The loss every cluster gets under the constant scorer.")
+    representatives_per_cluster: int = Field(
+        default=1, description="r: v_j is the mean loss over the r members nearest each centroid (k * r inferences).")
 
 
 def default_pilot_size(n: int) -> int:
@@ -64,7 +67,11 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     labels = raw.column("label")
     cluster_ids = assign.column("cluster_id").to_numpy().astype(np.int64)
     sq_dist = assign.column("sq_distance").to_numpy()
-    reps = nearest_members(cluster_ids, sq_dist, k)
+    if config.representatives_per_cluster < 1:
+        raise ValueError(f"representative_losses.representatives_per_cluster: must be at least 1, "
+                         f"got {config.representatives_per_cluster}")
+    members = nearest_members_per_cluster(cluster_ids, sq_dist, k, config.representatives_per_cluster)
+    reps = members[:, 0]  # the member nearest each centroid
     sizes = cluster_sizes(cluster_ids, k)
     present = reps >= 0
 
@@ -88,7 +95,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         rng = np.random.default_rng(config.seed)
         pilot = np.sort(rng.choice(n, size=pilot_size, replace=False))
         scorer = LinearProbeScorer(C=config.probe_C).fit(x[pilot], y[pilot])
-        losses[present] = scorer.losses(x[reps[present]], y[reps[present]])
+        loss_of = lambda idx: scorer.losses(x[idx], y[idx])  # noqa: E731
         meta.update({
             "pilot_size": pilot_size,
             "pilot_seed": config.seed,
@@ -99,17 +106,22 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         if not config.scorer_function:
             raise ValueError("representative_losses.scorer_function: scorer 'function' needs 'package.module:function'")
         fn = load_scorer_function(config.scorer_function)
-        rows = reps[present]
         texts = read_shards(store, "raw_examples", keys, columns=["example_id", "text"]).column("text")
-        losses[present] = check_losses(
-            fn(example_ids=[ids[int(r)].as_py() for r in rows], texts=[texts[int(r)].as_py() for r in rows],
-               labels=[labels[int(r)].as_py() for r in rows], embeddings=embedding_matrix(emb.column("embedding"))[rows]),
-            int(present.sum()), "representative_losses.scorer_function",
-        )
+        x = embedding_matrix(emb.column("embedding"))
+
+        def loss_of(rows):
+            return check_losses(
+                fn(example_ids=[ids[int(r)].as_py() for r in rows], texts=[texts[int(r)].as_py() for r in rows],
+                   labels=[labels[int(r)].as_py() for r in rows], embeddings=x[rows]),
+                len(rows), "representative_losses.scorer_function",
+            )
         meta["scorer_function"] = config.scorer_function
     else:
-        losses[present] = ConstantScorer(config.constant_loss).losses(np.empty((int(present.sum()), 1)))
+        constant = ConstantScorer(config.constant_loss)
+        loss_of = lambda idx: constant.losses(np.empty((len(idx), 1)))  # noqa: E731
         meta["constant_loss"] = config.constant_loss
+    v, inferences = cluster_losses_from_members(members, loss_of)
+    losses[present] = v[present]
 
     scorer_label = f"function:{config.scorer_function}" if scorer_name == "function" else scorer_name
     rep_ids = [ids[int(r)].as_py() if r >= 0 else None for r in reps]
@@ -134,7 +146,8 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     meta.update({
         "dagster/row_count": k,
         "scorer": scorer_label,
-        "model_inferences": int(present.sum()),
+        "model_inferences": inferences,
+        "representatives_per_cluster": config.representatives_per_cluster,
         "empty_clusters": int((~present).sum()),
         "mean_loss": float(finite.mean()),
         "max_loss": float(finite.max()),

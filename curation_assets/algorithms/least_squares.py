@@ -33,6 +33,7 @@ from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .representatives import nearest_members
 from .sampling import WeightedSample, sample_with_replacement
 from .sensitivity import balanced_lambda, check_z, sampling_probabilities, sensitivity_scores
+from .validation import as_embedding_matrix
 
 FEATURES = ("A", "Ab")
 
@@ -45,20 +46,7 @@ FEATURES = ("A", "Ab")
 def check_design(A, name: str = "A") -> np.ndarray:
     """A as a float64 (n, d) matrix with finite entries, or a ValueError naming what is wrong."""
     arr = np.asarray(A)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d array (n, d), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name}: is empty, shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float64)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(
-            f"{name}: {rows.size} row(s) contain NaN or infinite values (first at row {rows[0]})"
-        )
-    return arr
+    return as_embedding_matrix(arr.astype(np.float64) if arr.dtype == bool else arr, name, dtype=np.float64)
 
 
 def check_problem(A, b) -> tuple[np.ndarray, np.ndarray]:

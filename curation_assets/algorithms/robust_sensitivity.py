@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .representatives import cluster_sizes as _cluster_sizes
+from .representatives import nearest_members_per_cluster
 from .sampling import WeightedSample
 from .scorers import check_losses
 from .sensitivity import balanced_lambda, check_sq_dist, check_z, distance_term
@@ -200,32 +201,6 @@ def representatives_per_cluster(budget_for_representatives: int, n_clusters: int
         raise ValueError(f"cluster_sizes: expected {int(n_clusters)} counts >= 0, got shape {sizes.shape}")
     r = max(1, int(budget_for_representatives) // int(n_clusters))
     return int(max(1, min(r, int(sizes.max()) if sizes.size else 1)))
-
-
-def nearest_members_per_cluster(cluster_ids, sq_dist, n_clusters: int, r: int) -> np.ndarray:
-    """(k, r) row indices: for each cluster its min(r, size) members nearest the centroid, nearest
-    first, padded with -1 (an empty cluster is all -1).
-
-    The conventions of representatives.nearest_members: ties go to the lowest row index, so a
-    stable row order gives a stable choice, and column 0 equals nearest_members(...).
-    """
-    ids = np.asarray(cluster_ids, dtype=np.int64)
-    dist = np.asarray(sq_dist, dtype=np.float64)
-    if ids.shape != dist.shape:
-        raise ValueError(f"cluster_ids and sq_dist: shapes differ ({ids.shape} vs {dist.shape})")
-    if ids.size and (ids.min() < 0 or ids.max() >= n_clusters):
-        raise ValueError(f"cluster_ids: values must lie in [0, {n_clusters})")
-    if isinstance(r, bool) or int(r) != r or r < 1:
-        raise ValueError(f"r: must be a whole number >= 1, got {r!r}")
-    r = int(r)
-    order = np.lexsort((np.arange(ids.size), dist, ids))  # by (cluster, distance, row)
-    sorted_ids = ids[order]
-    starts = np.searchsorted(sorted_ids, np.arange(n_clusters), side="left")
-    rank = np.arange(ids.size) - starts[sorted_ids]  # position within its cluster's run
-    take = rank < r
-    out = np.full((n_clusters, r), -1, dtype=np.int64)
-    out[sorted_ids[take], rank[take]] = order[take]
-    return out
 
 
 def cluster_losses_from_members(members: np.ndarray, loss_of: Callable) -> tuple[np.ndarray, int]:

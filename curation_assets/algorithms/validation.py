@@ -7,8 +7,9 @@ import numbers
 import numpy as np
 
 
-def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None) -> np.ndarray:
-    """Return `x` as a C-contiguous float32 (n, d) matrix, or raise naming what is wrong."""
+def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None, dtype=np.float32) -> np.ndarray:
+    """Return `x` as a C-contiguous (n, d) matrix of `dtype` (float32 for embeddings), or raise
+    naming what is wrong."""
     arr = np.asarray(x)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-d array (n, d), got shape {arr.shape}")
@@ -20,7 +21,7 @@ def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None) -> 
         raise ValueError(f"{name}: expected dimension {dim}, got {arr.shape[1]}")
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)

@@ -8,8 +8,8 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
-from ..algorithms.representatives import cluster_sizes
-from ..algorithms.robust_sensitivity import cluster_losses_from_members, nearest_members_per_cluster
+from ..algorithms.representatives import cluster_sizes, nearest_members_per_cluster
+from ..algorithms.robust_sensitivity import cluster_losses_from_members
 from ..algorithms.scorers import ConstantScorer, LinearProbeScorer, check_losses, load_scorer_function
 from ..arrays import embedding_matrix
 from ..plots import bars

@@ -11,6 +11,7 @@ from dagster import DagsterInstance, materialize
 
 from .assets import (
     all_assets,
+    baseline_subsets,
     balanced_subset,
     centroids,
     cluster_assignments,
@@ -34,7 +35,7 @@ STAGES = [
     ([cluster_assignments], True),
     ([representative_losses], False),
     ([sensitivities], True),
-    ([subsets, balanced_subset], False),
+    ([subsets, balanced_subset, baseline_subsets], False),
 ]
 # Held-out evaluation of every method at a grid of budgets (minutes on the default data).
 EVALUATION_STAGE = ([subset_evaluation], False)

@@ -16,6 +16,8 @@ EDGES = {
     "subset_evaluation": {"embeddings", "raw_examples", "sensitivity_subset", "uniform_subset"},
     "hierarchical_centroids": {"embeddings"},
     "balanced_subset": {"hierarchical_centroids", "embeddings"},
+    **{f"{name}_subset": {"embeddings", "cluster_assignments", "sensitivity_subset"}
+       for name in ("stratified", "kmeans_centroids", "k_center", "semdedup")},
 }
 PARTITIONED = {"raw_examples", "embeddings", "cluster_assignments", "sensitivities"}
 

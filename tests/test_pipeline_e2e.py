@@ -97,6 +97,17 @@ def test_tables_hold_the_expected_rows(pipeline):
         orphans = con.execute("SELECT count(*) FROM sensitivity_subset LEFT JOIN raw_examples r USING (example_id) "
                           "WHERE r.example_id IS NULL").fetchone()[0]
         assert orphans == 0
+        # every baseline is stored like the subsets, at the same budget, its weights standing for n
+        for name in ("stratified", "kmeans_centroids", "k_center", "semdedup"):
+            rows, distinct, budget, weight_sum, unknown = con.execute(
+                f"SELECT count(*), count(DISTINCT example_id), any_value(budget), sum(weight), "
+                f"count(*) FILTER (WHERE r.example_id IS NULL) FROM {name}_subset "
+                f"LEFT JOIN raw_examples r USING (example_id)").fetchone()
+            assert budget == 10 and rows == distinct and 1 <= rows <= 10 and unknown == 0, name
+            assert weight_sum == pytest.approx(40, rel=0.35), name
+        assert con.execute("SELECT count(*) FROM stratified_subset").fetchone()[0] == 10  # largest remainders: exactly m
+        k_rows = con.execute("SELECT count(*), sum(weight) FROM k_center_subset").fetchone()
+        assert k_rows == (10, 40.0)  # each center weighs the points nearest it
 
 
 def test_same_seed_same_subset_and_old_versions_stay_readable(pipeline):

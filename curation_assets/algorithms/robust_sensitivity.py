@@ -254,6 +254,31 @@ def choose_alpha(pilot_losses, pilot_sensitivities, population_sensitivities,
     return best
 
 
+def pilot_alpha(pilot_indices, pilot_losses, sensitivities, grid: Sequence[float] = ALPHA_GRID,
+                caution: float = AUTO_ALPHA_CAUTION) -> float:
+    """choose_alpha for a uniform pilot given by its rows: `pilot_losses[j]` is the loss of row
+    `pilot_indices[j]` (distinct rows of the population that `sensitivities` covers)."""
+    s = np.asarray(sensitivities, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"sensitivities: expected a non-empty 1-d array, got shape {s.shape}")
+    if not np.isfinite(s).all() or (s < 0).any():
+        raise ValueError("sensitivities: every value must be finite and >= 0")
+    idx = np.asarray(pilot_indices)
+    if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"pilot_indices: expected a 1-d array of row numbers, got shape {idx.shape}, "
+                         f"dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= s.size):
+        raise ValueError(f"pilot_indices: rows must lie in [0, {s.size}), got range [{idx.min()}, {idx.max()}]")
+    if np.unique(idx).size != idx.size:
+        raise ValueError("pilot_indices: rows must be distinct (a uniform pilot without replacement)")
+    l = np.asarray(pilot_losses, dtype=np.float64)
+    if l.shape != idx.shape:
+        raise ValueError(f"pilot_losses: expected shape {idx.shape} (one per pilot row), got {l.shape}")
+    if not np.isfinite(l).all() or (l < 0).any():
+        raise ValueError("pilot_losses: every loss must be finite and >= 0")
+    return choose_alpha(l, s[idx.astype(np.int64)], s, grid=grid, caution=caution)
+
+
 # --------------------------------------------------------------------------------------------
 # 4. Adaptive rounds
 # --------------------------------------------------------------------------------------------

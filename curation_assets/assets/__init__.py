@@ -1,5 +1,6 @@
 """Thin Dagster assets: read from the store, call a pure algorithm, write, record metadata."""
 
+from .baseline_subsets import baseline_subsets
 from .centroids import centroids
 from .cluster_assignments import cluster_assignments
 from .embeddings import embeddings
@@ -21,4 +22,5 @@ all_assets = [
     subset_evaluation,
     hierarchical_centroids,
     balanced_subset,
+    baseline_subsets,
 ]

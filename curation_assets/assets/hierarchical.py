@@ -1,6 +1,5 @@
 """Hierarchical k-means curation (Vo et al. 2024): the hierarchy, and a balanced subset drawn from it."""
 
-import datetime as dt
 import time
 from typing import Literal
 
@@ -19,6 +18,7 @@ from ..algorithms.validation import resolve_budget
 from ..arrays import embedding_column, embedding_matrix
 from ..plots import grouped_shares, histogram, markdown_table
 from .shard_scope import read_shards, registered_shards
+from .subsets import version_name
 
 
 class HierarchicalCentroidsConfig(Config):
@@ -149,8 +149,7 @@ def balanced_subset(context: AssetExecutionContext, config: BalancedSubsetConfig
     allocation = allocate_budget(leaves, parents, m, seed=config.seed, replace=config.replace)
     idx = sample.indices
     rows = idx.size
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    version = f"{stamp}-{context.run.run_id[:8]}"
+    version = version_name(context.run.run_id)
     table = pa.table({
         "example_id": emb.column("example_id").take(pa.array(idx)),
         "weight": pa.array(sample.weights),

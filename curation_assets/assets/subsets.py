@@ -34,7 +34,12 @@ class SubsetConfig(Config):
     )
 
 
-def _rows(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray, m: int, seed: int, method: str,
+def version_name(run_id: str) -> str:
+    """A subset version: UTC time (sorts in write order) and the run that wrote it."""
+    return f"{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{run_id[:8]}"
+
+
+def subset_rows(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray, m: int, seed: int, method: str,
           run: str) -> pa.Table:
     k = sample.indices.size
     return pa.table({
@@ -50,7 +55,7 @@ def _rows(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray, m: int
     })
 
 
-def _summary(sample: WeightedSample, cluster_ids: np.ndarray, k: int, n: int) -> dict:
+def subset_summary(sample: WeightedSample, cluster_ids: np.ndarray, k: int, n: int) -> dict:
     w = sample.weights
     covered = np.unique(cluster_ids[sample.indices]).size
     return {
@@ -96,11 +101,10 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
     unif_sample = sample_uniform(n, m, config.seed)
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    version = f"{stamp}-{context.run.run_id[:8]}"
-    store.write_version("sensitivity_subset", _rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling,
+    version = version_name(context.run.run_id)
+    store.write_version("sensitivity_subset", subset_rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling,
                                                       context.run.run_id), version)
-    store.write_version("uniform_subset", _rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform",
+    store.write_version("uniform_subset", subset_rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform",
                                                   context.run.run_id), version)
 
     population = np.bincount(cluster_ids, minlength=k) / n
@@ -108,7 +112,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     for name, smp in (("sensitivity", sens_sample), ("uniform", unif_sample)):
         shares[name] = np.bincount(cluster_ids[smp.indices], weights=smp.draws, minlength=k) / smp.draws.sum()
     share_plot = grouped_shares(np.arange(k), shares, "share of each cluster: data vs subsets")
-    s_sum, u_sum = _summary(sens_sample, cluster_ids, k, n), _summary(unif_sample, cluster_ids, k, n)
+    s_sum, u_sum = subset_summary(sens_sample, cluster_ids, k, n), subset_summary(unif_sample, cluster_ids, k, n)
     comparison = markdown_table(["", "sensitivity_subset", "uniform_subset"],
                                 [[key, s_sum[key], u_sum[key]] for key in s_sum])
     common = {"n_examples": n, "budget": m, "seed": config.seed, "version": version}

@@ -1,0 +1,59 @@
+"""The baselines at the same budget and seed as the sensitivity subset, stored like it.
+
+They take m and the seed from the newest `sensitivity_subset` (so the comparison is always at
+equal budget), and are made in the same run when `curate run` builds the subsets."""
+
+import time
+
+import numpy as np
+from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+
+from resources.storage import CurationStore
+
+from ..algorithms.baselines import BASELINES
+from ..algorithms.validation import check_budget
+from ..arrays import embedding_matrix
+from ..plots import markdown_table
+from .cluster_assignments import load_centroids
+from .shard_scope import read_shards, registered_shards
+from .subsets import subset_rows, subset_summary, version_name
+
+BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "uniform"}  # uniform: uniform_subset
+
+
+@multi_asset(
+    specs=[AssetSpec(asset, deps=["embeddings", "cluster_assignments", "sensitivity_subset"], group_name="baselines",
+                     kinds={"parquet"},
+                     description=f"The `{name}` baseline: (example_id, weight) rows at the subsets' budget and seed.")
+           for name, asset in BASELINE_ASSETS.items()],
+    can_subset=False,
+)
+def baseline_subsets(context: AssetExecutionContext, store: CurationStore):
+    keys = registered_shards(context)
+    _, centroids_version = load_centroids(store)
+    assign = read_shards(store, "cluster_assignments", keys, columns=["example_id", "cluster_id", "centroids_version"],
+                         version_column="centroids_version", expected_version=centroids_version, upstream="centroids")
+    emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
+    ids = assign.column("example_id")
+    n = assign.num_rows
+    reference = store.read_latest_version("sensitivity_subset").slice(0, 1).to_pylist()[0]
+    m, seed = int(reference["budget"]), int(reference["seed"])
+    check_budget(m, n)
+    x = embedding_matrix(emb.column("embedding"))
+    cluster_ids = assign.column("cluster_id").to_numpy().astype(np.int64)
+    k = int(cluster_ids.max()) + 1
+    version = version_name(context.run.run_id)
+    for name, asset in BASELINE_ASSETS.items():
+        start = time.perf_counter()
+        sample = BASELINES[name](x, cluster_ids, m, seed)
+        seconds = time.perf_counter() - start
+        store.write_version(asset, subset_rows(sample, ids, cluster_ids, m, seed, name, context.run.run_id),
+                            version)
+        summary = subset_summary(sample, cluster_ids, k, n)
+        yield MaterializeResult(
+            asset_key=asset,
+            metadata={"dagster/row_count": summary["rows"], "method": name, "budget": m, "seed": seed,
+                      "seconds": round(seconds, 3), "version": version,
+                      **{key: v for key, v in summary.items() if key != "rows"},
+                      "summary": MetadataValue.md(markdown_table(["", name], [[key, v] for key, v in summary.items()]))},
+        )

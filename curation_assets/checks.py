@@ -42,7 +42,7 @@ def sensitivity_probabilities_are_valid(store: CurationStore) -> AssetCheckResul
                             metadata={"min_probability": lo, "sum_probability": total})
 
 
-SENSITIVITY_METHODS = ("sensitivity", "sensitivity_defensive", "sensitivity_adaptive")
+SENSITIVITY_METHODS = ("sensitivity", "sensitivity_defensive", "sensitivity_auto", "sensitivity_adaptive")
 
 
 @asset_check(asset="subset_evaluation",

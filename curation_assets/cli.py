@@ -24,8 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--lambda", dest="lambda_", type=float, default=None,
                      help="weight of the distance term (default: balanced)")
     run.add_argument("--z", type=float, default=2.0, help="distance exponent (default 2)")
-    run.add_argument("--alpha", type=float, default=0.5,
-                     help="defensive mixture weight of uniform sampling (default 0.5; 0: the plain method)")
+    run.add_argument("--alpha", type=float, default=None,
+                     help="defensive mixture weight of uniform sampling (default: chosen on the labelled pilot; "
+                          "0: the plain method)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
     run.add_argument("--no-evaluation", action="store_true",

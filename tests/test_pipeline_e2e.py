@@ -3,7 +3,7 @@
 import duckdb
 import numpy as np
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from conftest import make_resources, small_bbc, snapshot
 from curation_assets.assets import (
@@ -14,6 +14,7 @@ from curation_assets.assets import (
     sensitivities,
     subsets,
 )
+from curation_assets.algorithms.robust_sensitivity import ALPHA_GRID
 from curation_assets.pipeline import ALL_ASSETS, run_pipeline
 from resources import CurationStore
 
@@ -54,7 +55,7 @@ def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
 
 
 def test_tables_hold_the_expected_rows(pipeline):
-    _, store, _, _ = pipeline
+    instance, store, _, _ = pipeline
     with _db(store) as con:
         n, ids, labels, shards = con.execute(
             "SELECT count(*), count(DISTINCT example_id), count(label), count(DISTINCT shard) FROM raw_examples"
@@ -86,12 +87,18 @@ def test_tables_hold_the_expected_rows(pipeline):
         assert count == 40 and abs(total - 1) < 1e-9 and lo > 0
         sub = con.execute("SELECT count(*), sum(draws), any_value(budget), min(weight) FROM sensitivity_subset").fetchone()
         assert sub[1] == 10 and sub[2] == 10 and sub[0] <= 10 and sub[3] > 0
-        # weights are 1 / (m p) per draw, p the defensive mixture alpha/n + (1 - alpha) s/sum(s)
+        # weights are 1 / (m p) per draw, p the defensive mixture alpha/n + (1 - alpha) s/sum(s), with
+        # alpha chosen on the labelled pilot's out-of-fold losses (one of the grid's values)
+        meta = instance.get_latest_materialization_event(AssetKey("sensitivity_subset")).asset_materialization.metadata
+        alpha = meta["alpha"].value
+        assert alpha in ALPHA_GRID and meta["alpha_rule"].value == "auto (labelled pilot)"
         off = con.execute(
-            "SELECT max(abs(s.weight - s.draws / (s.budget * (0.5 / 40 + 0.5 * p.probability)))) "
-            "FROM sensitivity_subset s JOIN sensitivities p USING (example_id)"
+            "SELECT max(abs(s.weight - s.draws / (s.budget * (? / 40 + (1 - ?) * p.probability)))) "
+            "FROM sensitivity_subset s JOIN sensitivities p USING (example_id)", [alpha, alpha]
         ).fetchone()[0]
         assert off < 1e-9
+        pilot = con.execute("SELECT count(*), min(loss) FROM pilot_losses JOIN raw_examples USING (example_id)").fetchone()
+        assert pilot[0] == 20 and pilot[1] > 0  # the configured pilot_size, out-of-fold losses
         u = con.execute("SELECT count(*), count(DISTINCT example_id), min(weight), max(weight) FROM uniform_subset").fetchone()
         assert u[0] == u[1] == 10 and u[2] == u[3] == pytest.approx(40 / 10)
         orphans = con.execute("SELECT count(*) FROM sensitivity_subset LEFT JOIN raw_examples r USING (example_id) "

@@ -144,3 +144,19 @@ def test_constant_scorer_gives_its_value_to_every_row():
     np.testing.assert_array_equal(ConstantScorer(2.5).losses(np.zeros((7, 3))), np.full(7, 2.5))
     np.testing.assert_array_equal(ConstantScorer().losses(np.zeros((4, 3)), labels=[0, 1, 2, 3]),
                                   np.ones(4))
+
+
+def test_out_of_fold_losses_are_honest_and_seeded():
+    from curation_assets.algorithms.scorers import LinearProbeScorer, out_of_fold_losses
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 3, 150)
+    x = (np.eye(3)[y] * 1.0 + rng.normal(size=(150, 3)) * 0.9).astype(np.float32)
+    x = np.hstack([x, rng.normal(size=(150, 20)).astype(np.float32)])  # noise features to overfit on
+    labels = np.array(["a", "b", "c"], dtype=object)[y]
+    oof = out_of_fold_losses(x, labels, seed=1)
+    in_sample = LinearProbeScorer().fit(x, labels).losses(x, labels)
+    assert oof.shape == (150,) and np.isfinite(oof).all() and (oof > 0).all()
+    assert oof.mean() > 1.2 * in_sample.mean()  # a probe scored on its own training rows looks too good
+    assert np.array_equal(oof, out_of_fold_losses(x, labels, seed=1))
+    assert not np.array_equal(oof, out_of_fold_losses(x, labels, seed=2))

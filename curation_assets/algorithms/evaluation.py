@@ -18,9 +18,9 @@ from .downstream import fit_predict_logreg, fit_predict_mlp, scores
 from .estimation import relative_error, weighted_mean
 from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .representatives import nearest_members
-from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defensive_probabilities
+from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defensive_probabilities, pilot_alpha
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
-from .scorers import LinearProbeScorer
+from .scorers import LinearProbeScorer, out_of_fold_losses
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
 
 
@@ -34,6 +34,7 @@ class Pool:
     losses: np.ndarray  # per-example loss of the fixed model (the probe): what estimates target
     sensitivities: np.ndarray  # s_i with the balanced lambda
     pilot: np.ndarray  # rows the probe was fit on
+    pilot_oof_losses: np.ndarray  # out-of-fold probe losses at the pilot rows (for the automatic alpha)
 
     @property
     def n(self) -> int:
@@ -72,7 +73,8 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     v[present] = losses[reps[present]]
     lam = balanced_lambda(v, cluster_ids, sq_dist, z)
     s = sensitivity_scores(v, cluster_ids, sq_dist, lam, z)
-    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot)
+    oof = out_of_fold_losses(x[pilot], labels[pilot], seed=seed)
+    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, oof)
 
 
 def _probe_fit_scorer(pool: Pool):
@@ -98,6 +100,15 @@ def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
     return sample
 
 
+def _auto_alpha(pool: Pool, m: int, seed: int) -> WeightedSample:
+    """The pipeline's default: alpha chosen on the pilot's out-of-fold losses; uniform (without
+    replacement) when that choice is alpha = 1."""
+    alpha = pilot_alpha(pool.pilot, pool.pilot_oof_losses, pool.sensitivities)
+    if alpha == 1.0:
+        return sample_uniform(pool.n, m, seed)
+    return sample_with_replacement(defensive_probabilities(pool.sensitivities, alpha), m, seed)
+
+
 def _baseline(fn) -> Selector:
     return lambda pool, m, seed: fn(pool.x, pool.cluster_ids, m, seed)
 
@@ -110,6 +121,7 @@ def selectors() -> dict[str, Selector]:
             sampling_probabilities(pool.sensitivities), m, seed),
         "sensitivity_defensive": lambda pool, m, seed: sample_with_replacement(
             defensive_probabilities(pool.sensitivities, DEFAULT_ALPHA), m, seed),
+        "sensitivity_auto": _auto_alpha,
         "sensitivity_adaptive": _adaptive,
     }
     out.update({name: _baseline(fn) for name, fn in BASELINES.items() if name != "uniform"})

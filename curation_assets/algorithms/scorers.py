@@ -71,6 +71,25 @@ class LinearProbeScorer:
         return -np.log(np.clip(p_true, eps, 1.0))
 
 
+def out_of_fold_losses(embeddings, labels, *, folds: int = 5, seed: int = 0, C: float = 1.0) -> np.ndarray:
+    """Each pilot example's loss under a probe fit on the other folds: an honest estimate of the
+    loss the probe would have there, unlike the in-sample loss of a probe trained on it."""
+    x = as_embedding_matrix(embeddings, "pilot embeddings")
+    y = np.asarray(labels)
+    n = len(y)
+    folds = max(2, min(folds, n))
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n)
+    for f in range(folds):
+        held = order[f::folds]
+        rest = np.setdiff1d(np.arange(n), held)
+        if np.unique(y[rest]).size < 2:  # too few to fit: no information beyond a constant
+            out[held] = 1.0
+            continue
+        out[held] = LinearProbeScorer(C=C).fit(x[rest], y[rest]).losses(x[held], y[held])
+    return out
+
+
 def load_scorer_function(path: str) -> Callable:
     """Import a user scorer given as 'package.module:function'.
 

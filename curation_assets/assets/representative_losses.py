@@ -10,7 +10,13 @@ from resources.storage import CurationStore
 
 from ..algorithms.representatives import cluster_sizes, nearest_members_per_cluster
 from ..algorithms.robust_sensitivity import cluster_losses_from_members
-from ..algorithms.scorers import ConstantScorer, LinearProbeScorer, check_losses, load_scorer_function
+from ..algorithms.scorers import (
+    ConstantScorer,
+    LinearProbeScorer,
+    check_losses,
+    load_scorer_function,
+    out_of_fold_losses,
+)
 from ..arrays import embedding_matrix
 from ..plots import bars
 from .cluster_assignments import load_centroids
@@ -81,6 +87,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         scorer_name = "function" if config.scorer_function else ("linear_probe" if has_labels else "constant")
     meta = {}
     losses = np.full(k, np.nan)
+    pilot_table = None
     if scorer_name == "linear_probe":
         if labels.null_count:
             raise ValueError(
@@ -96,6 +103,11 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         pilot = np.sort(rng.choice(n, size=pilot_size, replace=False))
         scorer = LinearProbeScorer(C=config.probe_C).fit(x[pilot], y[pilot])
         loss_of = lambda idx: scorer.losses(x[idx], y[idx])  # noqa: E731
+        # Out-of-fold losses on the pilot let `subsets` choose the defensive alpha from data.
+        pilot_table = pa.table({
+            "example_id": ids.take(pa.array(pilot)),
+            "loss": pa.array(out_of_fold_losses(x[pilot], y[pilot], seed=config.seed, C=config.probe_C)),
+        })
         meta.update({
             "pilot_size": pilot_size,
             "pilot_seed": config.seed,
@@ -142,6 +154,8 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "version": pa.array([version] * k, pa.string()),
     })
     store.write("representative_losses", table)
+    if pilot_table is not None:
+        store.write("pilot_losses", pilot_table.append_column("version", pa.array([version] * pilot_table.num_rows)))
     finite = losses[present]
     meta.update({
         "dagster/row_count": k,

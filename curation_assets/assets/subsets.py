@@ -9,8 +9,8 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
+from ..algorithms.robust_sensitivity import DEFAULT_ALPHA, defensive_probabilities, pilot_alpha
 from ..algorithms.sampling import WeightedSample, sample_by_sensitivity, sample_uniform
-from ..algorithms.robust_sensitivity import DEFAULT_ALPHA, defensive_probabilities
 from ..algorithms.validation import resolve_budget
 from ..plots import grouped_shares, histogram, markdown_table
 from .sensitivities import load_losses
@@ -21,10 +21,12 @@ class SubsetConfig(Config):
     budget: int | None = Field(default=None, description="Examples to select (m). Overrides budget_fraction.")
     budget_fraction: float = Field(default=0.1, description="m = round(budget_fraction * n) when budget is unset.")
     seed: int = Field(default=0, description="Seeds both draws: same inputs and seed, same subsets.")
-    alpha: float = Field(
-        default=DEFAULT_ALPHA,
+    alpha: float | None = Field(
+        default=None,
         description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
-                    "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method.",
+                    "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method. "
+                    "None: chosen from the labelled pilot's out-of-fold losses (1 = uniform when the "
+                    "sensitivities do not predict them), else 0.5 when there is no pilot.",
     )
     sampling: Literal["with_replacement", "poisson", "poisson_hajek"] = Field(
         default="with_replacement",
@@ -32,6 +34,21 @@ class SubsetConfig(Config):
                     "replacement, inclusion min(1, c p) with E|S| = m, weights calibrated so sum_S w p = 1. "
                     "poisson_hajek: the same draws, weights normalised to sum to n.",
     )
+
+
+def _alpha(store: CurationStore, configured: float | None, losses_version: str, ids: pa.Array,
+           sensitivities: np.ndarray) -> tuple[float, str]:
+    """The configured alpha, else one chosen on the labelled pilot, else the fixed default."""
+    if configured is not None:
+        return float(configured), "configured"
+    if not store.exists("pilot_losses"):
+        return DEFAULT_ALPHA, "default (no labelled pilot)"
+    pilot = store.read("pilot_losses")
+    if set(pilot.column("version").unique().to_pylist()) != {losses_version}:
+        return DEFAULT_ALPHA, "default (pilot from an older representative_losses)"
+    position = {i: k for k, i in enumerate(ids.to_pylist())}
+    rows = np.array([position[i] for i in pilot.column("example_id").to_pylist()], dtype=np.int64)
+    return pilot_alpha(rows, pilot.column("loss").to_numpy(), sensitivities), "auto (labelled pilot)"
 
 
 def version_name(run_id: str) -> str:
@@ -96,9 +113,15 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     m = resolve_budget(n, config.budget, config.budget_fraction)
     cluster_ids = sens.column("cluster_id").to_numpy().astype(np.int64)
     k = int(cluster_ids.max()) + 1
-    p = defensive_probabilities(sens.column("sensitivity").to_numpy(), config.alpha)
+    s = sens.column("sensitivity").to_numpy()
+    alpha, alpha_rule = _alpha(store, config.alpha, losses_version, ids, s)
+    p = defensive_probabilities(s, alpha)
 
-    sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
+    if alpha == 1.0 and config.sampling == "with_replacement":
+        # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
+        sens_sample = sample_uniform(n, m, config.seed)
+    else:
+        sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
     unif_sample = sample_uniform(n, m, config.seed)
 
     version = version_name(context.run.run_id)
@@ -123,13 +146,14 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
             **common,
             "dagster/row_count": s_sum["rows"],
             "sampling": config.sampling,
-            "alpha": config.alpha,
+            "alpha": alpha,
+            "alpha_rule": alpha_rule,
             "lambda": lam,
             "z": float(sens.column("z")[0].as_py()),
             **{k_: v for k_, v in s_sum.items() if k_ != "rows"},
             "summary": MetadataValue.md(
                 f"Drew **{m}** of **{n}** examples by sensitivity ({config.sampling}, seed {config.seed}, "
-                f"lambda {lam:.4g}, alpha {config.alpha:g}).\n\n{comparison}"
+                f"lambda {lam:.4g}, alpha {alpha:g}, {alpha_rule}).\n\n{comparison}"
             ),
             "weights": histogram(sens_sample.weights, "importance weights", "weight"),
             "cluster_shares": share_plot,

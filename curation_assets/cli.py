@@ -18,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", type=int, default=None, help="examples to select (overrides --budget-fraction)")
     run.add_argument("--budget-fraction", type=float, default=0.1, help="share of examples to select (default 0.1)")
     run.add_argument("--seed", type=int, default=0, help="one seed for k-means, the pilot and the draws (default 0)")
-    run.add_argument("--sampling", choices=["with_replacement", "poisson", "poisson_hajek"], default="with_replacement",
+    run.add_argument("--sampling", choices=["with_replacement", "poisson", "poisson_hajek", "adaptive"],
+                     default="with_replacement",
                      help="how the sensitivity subset is drawn (default with_replacement; see README)")
     run.add_argument("--n-clusters", type=int, default=None, help="k (default round(sqrt(n/2)))")
     run.add_argument("--lambda", dest="lambda_", type=float, default=None,

@@ -133,6 +133,23 @@ def test_same_seed_same_subset_and_old_versions_stay_readable(pipeline):
     assert runs == 3
 
 
+def test_adaptive_sampling_through_the_asset(pipeline):
+    instance, store, resources, _ = pipeline
+    cfg = {"ops": {"subsets": {"config": {"budget_fraction": 0.25, "seed": 7, "sampling": "adaptive", "rounds": 2}}}}
+    first = materialize(ALL_ASSETS, selection=[*subsets.keys], instance=instance, resources=resources, run_config=cfg)
+    meta = first.asset_materializations_for_node("subsets")[0].metadata
+    assert meta["rounds"].value == 2 and sum(meta["round_sizes"].value) == 10
+    assert meta["alpha_rule"].value == "auto (adaptive pilot)" and 0 < meta["alpha"].value <= 1
+    t = store.read_latest_version("sensitivity_subset")
+    assert set(t.column("sampling").to_pylist()) == {"adaptive"}
+    assert sum(t.column("draws").to_pylist()) == 10 and min(t.column("weight").to_pylist()) > 0
+    ids = set(store.read("raw_examples").column("example_id").to_pylist())
+    assert set(t.column("example_id").to_pylist()) <= ids
+    materialize(ALL_ASSETS, selection=[*subsets.keys], instance=instance, resources=resources, run_config=cfg)
+    again = store.read_latest_version("sensitivity_subset")
+    assert again.select(["example_id", "weight"]).equals(t.select(["example_id", "weight"]))
+
+
 def test_z_other_than_2_uses_the_balanced_lambda_of_d_to_the_z(pipeline):
     instance, store, resources, _ = pipeline
     for key in ("bbc-0", "bbc-1"):

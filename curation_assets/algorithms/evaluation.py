@@ -20,7 +20,7 @@ from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .representatives import nearest_members
 from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defensive_probabilities, pilot_alpha
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
-from .scorers import LinearProbeScorer, out_of_fold_losses
+from .scorers import LinearProbeScorer, out_of_fold_losses, probe_fit_scorer
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
 
 
@@ -77,25 +77,11 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, oof)
 
 
-def _probe_fit_scorer(pool: Pool):
-    """fit_scorer for the adaptive sampler: a linear probe fit on the examples chosen so far (a
-    constant loss while they hold fewer than two classes)."""
-
-    def fit(chosen):
-        labels = pool.labels[chosen]
-        if np.unique(labels).size < 2:
-            return lambda idx: np.ones(len(idx))
-        probe = LinearProbeScorer().fit(pool.x[chosen], labels)
-        return lambda idx: probe.losses(pool.x[idx], pool.labels[idx])
-
-    return fit
-
-
 def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
     """Two rounds (a uniform pilot, then sensitivity); a budget below one draw per round is uniform."""
     if m < rounds:
         return sample_uniform(pool.n, m, seed)
-    sample, _ = adaptive_sensitivity_sample(pool.cluster_ids, pool.sq_dist, m, seed, _probe_fit_scorer(pool),
+    sample, _ = adaptive_sensitivity_sample(pool.cluster_ids, pool.sq_dist, m, seed, probe_fit_scorer(pool.x, pool.labels),
                                             rounds=rounds)
     return sample
 

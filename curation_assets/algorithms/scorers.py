@@ -90,6 +90,21 @@ def out_of_fold_losses(embeddings, labels, *, folds: int = 5, seed: int = 0, C: 
     return out
 
 
+def probe_fit_scorer(embeddings, labels, C: float = 1.0) -> Callable:
+    """fit_scorer for adaptive sampling: chosen rows -> a linear probe fit on them, returned as
+    loss_of(rows); a constant loss while the chosen rows hold fewer than two classes."""
+    x = np.asarray(embeddings)
+    y = np.asarray(labels, dtype=object)
+
+    def fit(chosen):
+        if np.unique(y[chosen]).size < 2:
+            return lambda rows: np.ones(len(rows))
+        probe = LinearProbeScorer(C=C).fit(x[chosen], y[chosen])
+        return lambda rows: probe.losses(x[rows], y[rows])
+
+    return fit
+
+
 def load_scorer_function(path: str) -> Callable:
     """Import a user scorer given as 'package.module:function'.
 

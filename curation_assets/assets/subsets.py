@@ -9,9 +9,16 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
-from ..algorithms.robust_sensitivity import DEFAULT_ALPHA, defensive_probabilities, pilot_alpha
+from ..algorithms.robust_sensitivity import (
+    DEFAULT_ALPHA,
+    adaptive_sensitivity_sample,
+    defensive_probabilities,
+    pilot_alpha,
+)
 from ..algorithms.sampling import WeightedSample, sample_by_sensitivity, sample_uniform
+from ..algorithms.scorers import probe_fit_scorer
 from ..algorithms.validation import resolve_budget
+from ..arrays import embedding_matrix
 from ..plots import grouped_shares, histogram, markdown_table
 from .sensitivities import load_losses
 from .shard_scope import read_shards, registered_shards
@@ -28,11 +35,14 @@ class SubsetConfig(Config):
                     "None: chosen from the labelled pilot's out-of-fold losses (1 = uniform when the "
                     "sensitivities do not predict them), else 0.5 when there is no pilot.",
     )
-    sampling: Literal["with_replacement", "poisson", "poisson_hajek"] = Field(
+    rounds: int = Field(default=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
+    sampling: Literal["with_replacement", "poisson", "poisson_hajek", "adaptive"] = Field(
         default="with_replacement",
         description="with_replacement: m i.i.d. draws, weight 1/(m p), exactly unbiased. poisson: without "
                     "replacement, inclusion min(1, c p) with E|S| = m, weights calibrated so sum_S w p = 1. "
-                    "poisson_hajek: the same draws, weights normalised to sum to n.",
+                    "poisson_hajek: the same draws, weights normalised to sum to n. adaptive: a uniform pilot "
+                    "from the budget, a probe fit on it re-scores the representatives, the rest is drawn by "
+                    "sensitivity from the examples not chosen (needs labels).",
     )
 
 
@@ -49,6 +59,23 @@ def _alpha(store: CurationStore, configured: float | None, losses_version: str, 
     position = {i: k for k, i in enumerate(ids.to_pylist())}
     rows = np.array([position[i] for i in pilot.column("example_id").to_pylist()], dtype=np.int64)
     return pilot_alpha(rows, pilot.column("loss").to_numpy(), sensitivities), "auto (labelled pilot)"
+
+
+def _adaptive_sample(store, keys, ids, cluster_ids, m, config) -> tuple[WeightedSample, dict]:
+    assign = read_shards(store, "cluster_assignments", keys, columns=["example_id", "sq_distance"])
+    raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
+    if raw.column("label").null_count:
+        raise ValueError("subsets.sampling='adaptive': every example needs a label (the probe is fit on the pilot)")
+    emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
+    if not (assign.column("example_id").equals(ids) and emb.column("example_id").equals(ids)):
+        raise ValueError("subsets.sampling='adaptive': embeddings and assignments do not cover the same examples")
+    fit = probe_fit_scorer(embedding_matrix(emb.column("embedding")), raw.column("label").to_pylist())
+    sample, info = adaptive_sensitivity_sample(
+        cluster_ids, assign.column("sq_distance").to_numpy(), m, config.seed, fit, rounds=config.rounds,
+        alpha="auto" if config.alpha is None else config.alpha)
+    return sample, {"alpha": info.alpha, "rounds": config.rounds, "round_sizes": MetadataValue.json(list(info.round_sizes)),
+                    "lambda_adaptive": info.lam, "lambda_source": info.lambda_source,
+                    "model_inferences": info.model_inferences}
 
 
 def version_name(run_id: str) -> str:
@@ -117,7 +144,11 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     alpha, alpha_rule = _alpha(store, config.alpha, losses_version, ids, s)
     p = defensive_probabilities(s, alpha)
 
-    if alpha == 1.0 and config.sampling == "with_replacement":
+    adaptive_meta = {}
+    if config.sampling == "adaptive":
+        sens_sample, adaptive_meta = _adaptive_sample(store, keys, ids, cluster_ids, m, config)
+        alpha, alpha_rule = adaptive_meta.pop("alpha"), "auto (adaptive pilot)"
+    elif alpha == 1.0 and config.sampling == "with_replacement":
         # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
         sens_sample = sample_uniform(n, m, config.seed)
     else:
@@ -148,6 +179,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
             "sampling": config.sampling,
             "alpha": alpha,
             "alpha_rule": alpha_rule,
+            **adaptive_meta,
             "lambda": lam,
             "z": float(sens.column("z")[0].as_py()),
             **{k_: v for k_, v in s_sum.items() if k_ != "rows"},

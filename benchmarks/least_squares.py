@@ -199,8 +199,8 @@ def table(ev: dict, d: int) -> str:
     )
 
 
-def main() -> None:
-    args = _parser().parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     if args.seeds < 1:
         raise SystemExit("--seeds: must be at least 1")
     faiss.omp_set_num_threads(1)

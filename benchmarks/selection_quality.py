@@ -8,7 +8,8 @@ k-means, probe pilot and sensitivities), then for every selection method and bud
 - the median relative error of the subset's weighted estimate of a fixed model's mean loss;
 - test accuracy and macro-F1 (mean ± sd over seeds) of a weighted logistic regression and a
   weighted torch MLP trained on the subset, next to the same models trained on the whole pool;
-and, with --least-squares, the regression comparison of benchmarks/least_squares.py.
+and, with --all, the regression comparison of benchmarks/least_squares.py and the robustness sweep
+of benchmarks/robust_sensitivity.py.
 """
 
 import argparse
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="*", default=None, help="default: every method")
     p.add_argument("--mlp-epochs", type=int, default=200)
     p.add_argument("--out", default=None, help="also write the tables to DIR/selection_quality.txt")
+    p.add_argument("--all", action="store_true",
+                   help="then also print the least-squares and robustness tables (about 5 more minutes)")
     return p
 
 
@@ -82,6 +85,13 @@ def main(argv=None) -> int:
             out += [f"Test {metric} of a weighted {model} trained on the subset (full pool: {full:.3f}):",
                     format_table(["budget", "m"] + methods, table), ""]
     emit("\n".join(out), args.out, "selection_quality.txt")
+    if args.all:
+        import least_squares
+        import robust_sensitivity
+
+        out_args = ["--out", args.out] if args.out else []
+        least_squares.main(out_args)
+        robust_sensitivity.main(["--database", args.database, *out_args])
     return 0
 
 

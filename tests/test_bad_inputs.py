@@ -111,6 +111,8 @@ def test_more_clusters_than_examples_is_refused(good, n_clusters):
         ({"budget": 25}, r"budget: 25 is larger than the number of examples \(24\)"),
         ({"budget_fraction": 0.0}, r"budget_fraction: must be in \(0, 1\], got 0.0"),
         ({"budget_fraction": 1.5}, r"budget_fraction: must be in \(0, 1\], got 1.5"),
+        ({"alpha": 1.5}, r"alpha: must be a number in \[0, 1\], got 1.5"),
+        ({"sampling": "adaptive", "rounds": 0}, r"rounds"),
     ],
 )
 def test_bad_budget_is_refused_and_the_previous_subset_stays(good, config, match):

@@ -140,26 +140,27 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     m = resolve_budget(n, config.budget, config.budget_fraction)
     cluster_ids = sens.column("cluster_id").to_numpy().astype(np.int64)
     k = int(cluster_ids.max()) + 1
-    s = sens.column("sensitivity").to_numpy()
-    alpha, alpha_rule = _alpha(store, config.alpha, losses_version, ids, s)
-    p = defensive_probabilities(s, alpha)
-
     adaptive_meta = {}
     if config.sampling == "adaptive":
         sens_sample, adaptive_meta = _adaptive_sample(store, keys, ids, cluster_ids, m, config)
         alpha, alpha_rule = adaptive_meta.pop("alpha"), "auto (adaptive pilot)"
-    elif alpha == 1.0 and config.sampling == "with_replacement":
-        # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
-        sens_sample = sample_uniform(n, m, config.seed)
     else:
-        sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
+        s = sens.column("sensitivity").to_numpy()
+        alpha, alpha_rule = _alpha(store, config.alpha, losses_version, ids, s)
+        p = defensive_probabilities(s, alpha)
+        if alpha == 1.0 and config.sampling == "with_replacement":
+            # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
+            sens_sample = sample_uniform(n, m, config.seed)
+        else:
+            sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
     unif_sample = sample_uniform(n, m, config.seed)
 
     version = version_name(context.run.run_id)
-    store.write_version("sensitivity_subset", subset_rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling,
-                                                      context.run.run_id), version)
-    store.write_version("uniform_subset", subset_rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform",
-                                                  context.run.run_id), version)
+    run = context.run.run_id
+    store.write_version("sensitivity_subset",
+                        subset_rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling, run), version)
+    store.write_version("uniform_subset",
+                        subset_rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform", run), version)
 
     population = np.bincount(cluster_ids, minlength=k) / n
     shares = {"all examples": population}

@@ -16,7 +16,6 @@ large one, so no centroid is wasted.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from .kmeans import assign_to_centroids, default_n_clusters
-from .validation import as_embedding_matrix
+from .validation import as_embedding_matrix, check_whole_number
 
 
 @dataclass(frozen=True)
@@ -89,21 +88,13 @@ def cluster_paths(leaf_assignment, parents) -> list[str]:
     return ["/".join(map(str, row[::-1])) for row in np.stack(chain, axis=1).tolist()]
 
 
-def _whole_number(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
-        raise ValueError(f"{name}: must be a whole number, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name}: must be at least {minimum}, got {value!r}")
-    return int(value)
-
-
 def check_clusters_per_level(clusters_per_level: Sequence[int], n: int) -> tuple[int, ...]:
     """Level l clusters the k_{l-1} centroids below it, so k must strictly decrease, with k_1 <= n."""
     if isinstance(clusters_per_level, (str, bytes)) or not isinstance(clusters_per_level, Sequence):
         raise ValueError(f"clusters_per_level: expected a list of cluster counts, got {clusters_per_level!r}")
     if len(clusters_per_level) == 0:
         raise ValueError("clusters_per_level: needs at least one level")
-    ks = tuple(_whole_number(k, f"clusters_per_level[{i}]", 1) for i, k in enumerate(clusters_per_level))
+    ks = tuple(check_whole_number(k, f"clusters_per_level[{i}]", 1) for i, k in enumerate(clusters_per_level))
     items = n
     for i, k in enumerate(ks):
         if k > items or (i > 0 and k == items):
@@ -145,7 +136,7 @@ def kmeans_plus_plus(x, n_clusters: int, rng: np.random.Generator, n_local_trial
     proportion to D^2 (the one that lowers the total squared distance most)."""
     x = as_embedding_matrix(x)
     n = x.shape[0]
-    k = _whole_number(n_clusters, "n_clusters", 1)
+    k = check_whole_number(n_clusters, "n_clusters", 1)
     if k > n:
         raise ValueError(f"n_clusters: {k} is more than the {n} points to seed from")
     trials = n_local_trials if n_local_trials is not None else 2 + int(np.log(k))
@@ -234,8 +225,8 @@ def fit_hierarchical_kmeans(
     n = x.shape[0]
     ks = check_clusters_per_level(clusters_per_level if clusters_per_level is not None
                                   else default_clusters_per_level(n), n)
-    steps = _whole_number(resampling_steps, "resampling_steps", 0)
-    iters = _whole_number(n_iter, "n_iter", 1)
+    steps = check_whole_number(resampling_steps, "resampling_steps", 0)
+    iters = check_whole_number(n_iter, "n_iter", 1)
     items = (n, *ks[:-1])
     if resample_sizes is None:
         rs = tuple(default_resample_size(m, k) for m, k in zip(items, ks))
@@ -245,7 +236,7 @@ def fit_hierarchical_kmeans(
             raise ValueError(
                 f"resample_sizes: expected one r per level ({len(ks)} levels), got {resample_sizes!r}"
             )
-        rs = tuple(_whole_number(r, f"resample_sizes[{i}]", 1) for i, r in enumerate(resample_sizes))
+        rs = tuple(check_whole_number(r, f"resample_sizes[{i}]", 1) for i, r in enumerate(resample_sizes))
     rng = np.random.default_rng(seed)
 
     inputs = x

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .validation import as_embedding_matrix
+from .validation import as_embedding_matrix, check_whole_number
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,9 @@ def fit_kmeans(
     """
     x = as_embedding_matrix(x)
     n, d = x.shape
-    if isinstance(n_clusters, bool) or int(n_clusters) != n_clusters or n_clusters < 1:
-        raise ValueError(f"n_clusters: must be a positive whole number, got {n_clusters!r}")
-    n_clusters = int(n_clusters)
-    if n_iter < 1:
-        raise ValueError(f"n_iter: must be at least 1, got {n_iter}")
-    size = n if training_sample_size is None else int(training_sample_size)
-    if size < 1:
-        raise ValueError(f"training_sample_size: must be at least 1, got {training_sample_size}")
+    n_clusters = check_whole_number(n_clusters, "n_clusters", 1)
+    n_iter = check_whole_number(n_iter, "n_iter", 1)
+    size = n if training_sample_size is None else check_whole_number(training_sample_size, "training_sample_size", 1)
     size = min(size, n)
     if n_clusters > size:
         raise ValueError(

@@ -24,7 +24,6 @@ cluster.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +32,7 @@ from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .representatives import nearest_members
 from .sampling import WeightedSample, sample_with_replacement
 from .sensitivity import balanced_lambda, check_z, sampling_probabilities, sensitivity_scores
-from .validation import as_embedding_matrix
+from .validation import as_embedding_matrix, check_whole_number
 
 FEATURES = ("A", "Ab")
 
@@ -84,19 +83,6 @@ def _check_vector(x, d: int, name: str) -> np.ndarray:
     return vec
 
 
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or int(value) != value
-    ):
-        raise ValueError(f"{name}: must be a whole number, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name}: must be at least {minimum}, got {int(value)}")
-    return int(value)
-
-
 # ------------------------------------------------------------------------------------------
 # Leverage scores, uniform, sampling, solving, measuring
 # ------------------------------------------------------------------------------------------
@@ -131,7 +117,7 @@ def leverage_probabilities(A) -> np.ndarray:
 
 def uniform_probabilities(n: int) -> np.ndarray:
     """p_i = 1/n."""
-    n = _check_count(n, "n")
+    n = check_whole_number(n, "n")
     return np.full(n, 1.0 / n)
 
 
@@ -142,8 +128,8 @@ def sample_rows(probabilities, m: int, seed: int, *, n_columns: int | None = Non
     With n_columns (d), m < d is refused: fewer rows than unknowns cannot determine x.
     """
     if n_columns is not None:
-        n_columns = _check_count(n_columns, "n_columns")
-        m_checked = _check_count(m, "m")
+        n_columns = check_whole_number(n_columns, "n_columns")
+        m_checked = check_whole_number(m, "m")
         if m_checked < n_columns:
             raise ValueError(
                 f"m: {m_checked} rows cannot determine {n_columns} unknowns; "
@@ -295,12 +281,12 @@ def sensitivity_regression(
     z = check_z(z)
     if lam is not None and (not np.isfinite(lam) or lam < 0):
         raise ValueError(f"lam: must be a finite number >= 0 (or None for balanced), got {lam!r}")
-    k = default_n_clusters(n) if n_clusters is None else _check_count(n_clusters, "n_clusters")
+    k = default_n_clusters(n) if n_clusters is None else check_whole_number(n_clusters, "n_clusters")
     if k > n:
         raise ValueError(f"n_clusters: {k} clusters is more than the {n} rows of A")
     if proxy_size is None:
         proxy_size = default_proxy_size(n, d)
-    proxy_size = _check_count(proxy_size, "proxy_size")
+    proxy_size = check_whole_number(proxy_size, "proxy_size")
     if proxy_size < d:
         raise ValueError(
             f"proxy_size: {proxy_size} pilot rows cannot fit the {d} unknowns of the proxy "

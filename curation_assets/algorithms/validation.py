@@ -31,18 +31,23 @@ def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None, dty
     return arr
 
 
+def check_whole_number(value, name: str, minimum: int = 1) -> int:
+    """A count (of clusters, iterations, rows...) must be a finite whole number >= minimum."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or int(value) != value
+    ):
+        raise ValueError(f"{name}: must be a whole number, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}, got {int(value)}")
+    return int(value)
+
+
 def check_budget(budget: int, n: int, name: str = "budget") -> int:
     """A subset size must be a whole number in [1, n]."""
-    if (
-        isinstance(budget, bool)
-        or not isinstance(budget, numbers.Real)
-        or not np.isfinite(budget)
-        or int(budget) != budget
-    ):
-        raise ValueError(f"{name}: must be a whole number of examples, got {budget!r}")
-    budget = int(budget)
-    if budget <= 0:
-        raise ValueError(f"{name}: must be at least 1, got {budget}")
+    budget = check_whole_number(budget, name, 1)
     if budget > n:
         raise ValueError(f"{name}: {budget} is larger than the number of examples ({n})")
     return budget

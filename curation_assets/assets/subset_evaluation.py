@@ -38,7 +38,7 @@ def _summarise(rows, metric, model):
     return out
 
 
-def _stored_subset_errors(store, ids, x, y, pool, keys) -> dict[str, float]:
+def _stored_subset_errors(store, ids, x, y, pool) -> dict[str, float]:
     """How well the subsets the pipeline stored estimate the probe's mean loss over all n."""
     probe = LinearProbeScorer().fit(pool.x[pool.pilot], pool.labels[pool.pilot])
     losses = probe.losses(x, y)
@@ -119,6 +119,6 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
         meta[f"accuracy_table_{model}"] = MetadataValue.md(markdown_table(
             header, [[f"{f:.0%}"] + [f"{acc[m][1][i]:.3f} ± {acc[m][2][i]:.3f}" for m in methods]
                      for i, f in enumerate(acc[methods[0]][0])]))
-    for name, value in _stored_subset_errors(store, ids, x, y, pool, keys).items():
+    for name, value in _stored_subset_errors(store, ids, x, y, pool).items():
         meta[f"stored_{name}_estimate_error"] = value
     return MaterializeResult(metadata=meta)

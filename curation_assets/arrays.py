@@ -13,6 +13,16 @@ def embedding_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
 
 def embedding_matrix(column) -> np.ndarray:
     """(n, d) float32 from a fixed-size or variable list column (all rows the same length)."""
+    if isinstance(column, pa.ChunkedArray) and pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
+        # Stream each chunk's values into one preallocated array: one copy, no concatenation.
+        d = column.type.list_size
+        out = np.empty((len(column), d), dtype=np.float32)
+        row = 0
+        for chunk in column.chunks:
+            values = chunk.flatten().to_numpy(zero_copy_only=False)
+            out[row: row + len(chunk)] = values.reshape(-1, d)
+            row += len(chunk)
+        return out
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if len(col) == 0:
         return np.zeros((0, 0), dtype=np.float32)

@@ -4,7 +4,10 @@
 import numpy as np
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
+from resources.drift_policy import DriftPolicy
 from resources.storage import CurationStore
+
+from .plots import markdown_table
 
 
 @asset_check(asset="centroids", description="Every cluster keeps at least one example.")
@@ -68,5 +71,27 @@ def sensitivity_estimates_beat_uniform(store: CurationStore) -> AssetCheckResult
     )
 
 
-all_checks = [sensitivity_estimates_beat_uniform, centroids_have_no_empty_clusters, sensitivity_subset_weights_are_sane,
+@asset_check(asset="cluster_assignments",
+             description="Warns when a shard sits farther from the centroids, or spreads over the clusters "
+                         "differently, than the data they were fit on (thresholds: the `drift` resource).")
+def cluster_assignments_drift(store: CurationStore, drift: DriftPolicy) -> AssetCheckResult:
+    version = store.read("centroids", columns=["version"]).column("version")[0].as_py()
+    rows = store.query("SELECT * FROM assignment_drift WHERE centroids_version = ? ORDER BY shard",
+                       [version]).to_pylist() if store.exists("assignment_drift") else []
+    verdicts = {r["shard"]: drift.verdict(r["cost_ratio"], r["excess_share_shift"]) for r in rows}
+    flagged = [k for k, v in verdicts.items() if v != "ok"]
+    table = markdown_table(
+        ["shard", "examples", "cost ratio", "share shift", "noise", "verdict"],
+        [[r["shard"], r["examples"], round(r["cost_ratio"], 3), round(r["share_shift"], 3),
+          round(r["share_shift_noise"], 3), verdicts[r["shard"]]] for r in rows])
+    return AssetCheckResult(
+        passed=not flagged, severity=AssetCheckSeverity.WARN,
+        metadata={"shards_checked": len(rows), "drifted_shards": ", ".join(flagged) or "none",
+                  "refit_requested": any(v == "refit" for v in verdicts.values()),
+                  "max_cost_ratio": max((r["cost_ratio"] for r in rows), default=0.0),
+                  "drift": MetadataValue.md(table)},
+    )
+
+
+all_checks = [cluster_assignments_drift, sensitivity_estimates_beat_uniform, centroids_have_no_empty_clusters, sensitivity_subset_weights_are_sane,
               sensitivity_probabilities_are_valid]

@@ -1,14 +1,20 @@
-"""Runs the whole lineage graph in dependency order, the way a backfill would.
+"""Runs the whole lineage graph in dependency order, recomputing only what is not current.
 
 Partitioned and unpartitioned assets cannot share one Dagster run, so this materialises the
-graph stage by stage through Dagster's own `materialize`: each stage is a recorded run in the
-instance, visible in the UI's run list and asset lineage.
+graph asset by asset through Dagster's own `materialize`: each is a recorded run in the
+instance, visible in the UI's run list and asset lineage. Before each asset it asks the stored
+provenance (lineage.py) which partitions are stale, so a rerun after a crash skips the finished
+shards, and a new shard is embedded, assigned and scored alone before the subset is redrawn.
 """
 
 from collections.abc import Callable
 
 from dagster import DagsterInstance, materialize
 
+from resources.drift_policy import DriftPolicy
+from resources.storage import CurationStore
+
+from . import lineage
 from .assets import (
     all_assets,
     baseline_subsets,
@@ -23,22 +29,85 @@ from .assets import (
     subset_evaluation,
     subsets,
 )
+from .assets.centroids import CentroidsConfig
+from .assets.hierarchical import BalancedSubsetConfig, HierarchicalCentroidsConfig
+from .assets.representative_losses import RepresentativeLossConfig
+from .assets.sensitivities import SensitivityConfig
+from .assets.subset_evaluation import EvaluationConfig
+from .assets.subsets import SubsetConfig
 from .checks import all_checks
 from .partitions import shards
 
 ALL_ASSETS = all_assets
 
-# (assets selected, partitioned?) in dependency order.
-STAGES = [
-    ([raw_examples, embeddings], True),
-    ([centroids, hierarchical_centroids], False),
-    ([cluster_assignments], True),
-    ([representative_losses], False),
-    ([sensitivities], True),
-    ([subsets, balanced_subset, baseline_subsets], False),
-]
-# Held-out evaluation of every method at a grid of budgets (minutes on the default data).
-EVALUATION_STAGE = ([subset_evaluation], False)
+# Dependency order. The core graph is bounded in memory; the extras hold every embedding.
+CORE = [raw_examples, embeddings, centroids, cluster_assignments, representative_losses, sensitivities, subsets]
+EXTRAS = [hierarchical_centroids, balanced_subset, baseline_subsets]
+EVALUATION = [subset_evaluation]
+CONFIG_CLASSES = {
+    "centroids": CentroidsConfig, "representative_losses": RepresentativeLossConfig,
+    "sensitivities": SensitivityConfig, "subsets": SubsetConfig, "subset_evaluation": EvaluationConfig,
+    "hierarchical_centroids": HierarchicalCentroidsConfig, "balanced_subset": BalancedSubsetConfig,
+}
+
+
+def _op(asset) -> str:
+    return asset.node_def.name
+
+
+def config_object(op: str, config: dict | None):
+    """The Config the asset will see for this run config (defaults filled in), for hashing."""
+    cls = CONFIG_CLASSES.get(op)
+    if cls is None:
+        return None
+    return cls(**((config or {}).get(op, {}).get("config", {}) or {}))
+
+
+def drift_refit_requested(store: CurationStore, policy: DriftPolicy) -> list[str]:
+    """Shards assigned to the current centroids whose drift is past a refit threshold."""
+    if not (store.exists("assignment_drift") and store.exists("centroids")):
+        return []
+    version = store.read("centroids", columns=["version"]).column("version")[0].as_py()
+    rows = store.query("SELECT * FROM assignment_drift WHERE centroids_version = ? ORDER BY shard",
+                       [version]).to_pylist()
+    return [r["shard"] for r in rows if policy.verdict(r["cost_ratio"], r["excess_share_shift"]) == "refit"]
+
+
+def stale_partitions(op: str, store: CurationStore, keys: list[str], config: dict | None, resources: dict,
+                     policy: DriftPolicy) -> list[str | None]:
+    """Which partitions of `op` must be recomputed now ([None] for a stale global asset)."""
+    cfg = config_object(op, config)
+    if op == "raw_examples":
+        source = resources["source"]
+        stale = []
+        for key in keys:
+            have = lineage.stored(store, op, key)
+            fingerprint = source.shard_fingerprint(key)
+            if have is None or fingerprint is None or have.get("source") != fingerprint:
+                stale.append(key)
+        return stale
+    if op == "embeddings":
+        embedder = resources["embedder"]
+        return [key for key in keys if not lineage.is_current(
+            store, op, key, [key], None,
+            embedder=lineage.embedder_identity(embedder, lineage.shard_has_precomputed(store, key)))]
+    if op in lineage.PARTITIONED:
+        return [key for key in keys if not lineage.is_current(store, op, key, [key], cfg)]
+    current = lineage.is_current(store, op, None, keys, cfg)
+    if op == "centroids" and current and drift_refit_requested(store, policy):
+        current = False
+    return [] if current else [None]
+
+
+def plan_stale(store: CurationStore, keys: list[str], config: dict | None, resources: dict,
+               policy: DriftPolicy | None = None, evaluate: bool = False, extras: bool = True) -> dict:
+    """What the next run would recompute first, without running anything: {op: partitions}
+    for every asset whose stored provenance differs from what it would get now. Downstream of
+    a stale asset everything will also be recomputed once that asset runs."""
+    policy = policy or resources.get("drift") or DriftPolicy()
+    order = CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else [])
+    return {(_op(a)): stale for a in order
+            if (stale := stale_partitions(_op(a), store, keys, config, resources, policy))}
 
 
 def sync_shards(instance: DagsterInstance, shard_keys: list[str]) -> tuple[list[str], list[str]]:
@@ -74,31 +143,45 @@ def run_pipeline(
     log: Callable[[str], None] = print,
     log_level: str = "WARNING",
     evaluate: bool = False,
+    force: bool = False,
+    extras: bool = True,
 ) -> list:
-    """Register the source's shards, then materialise every stage. Returns the run results.
+    """Register the source's shards, then materialise every asset that is not current.
 
     `config` maps an asset's op name (e.g. "centroids", "subsets") to its config dict, e.g.
     {"subsets": {"config": {"budget_fraction": 0.05}}}. `log_level` is the console log level of
     each run (the full event log is kept in the instance either way). `evaluate` adds the
-    held-out `subset_evaluation` at the end.
+    held-out `subset_evaluation`; `extras=False` leaves out the hierarchical and baseline
+    subsets (which hold every embedding in memory); `force` recomputes everything. Returns the
+    run results (none for assets that were already current).
     """
     shard_keys = resources["source"].list_shards()
     added, removed = sync_shards(instance, shard_keys)
     log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(removed)} no longer in the source)")
+    store: CurationStore = resources["store"]
+    policy = resources.get("drift") or DriftPolicy()
     results = []
-    for selected, partitioned in STAGES + ([EVALUATION_STAGE] if evaluate else []):
-        names = ", ".join(a.node_def.name for a in selected)
-        keys = shard_keys if partitioned else [None]
+    for asset in CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else []):
+        op = _op(asset)
+        keys = ([None] if op not in lineage.PARTITIONED else list(shard_keys)) if force \
+            else stale_partitions(op, store, shard_keys, config, resources, policy)
+        if not keys:
+            log(f"{op}: current, skipped")
+            continue
+        if op == "centroids" and not force and (drifted := drift_refit_requested(store, policy)):
+            log(f"centroids: refit, shard(s) {drifted[:5]} drifted past the refit threshold")
         for key in keys:
             result = materialize(
                 [*ALL_ASSETS, *all_checks],
-                selection=[k for a in selected for k in a.keys],
+                selection=list(asset.keys),
                 partition_key=key,
                 instance=instance,
                 resources=resources,
-                run_config=run_config_for(config, selected, log_level),
+                run_config=run_config_for(config, [asset], log_level),
                 raise_on_error=True,
             )
             results.append(result)
-            log(f"materialized {names}" + (f" [{key}]" if key else "") + f" (run {result.run_id[:8]})")
+            log(f"materialized {op}" + (f" [{key}]" if key else "") + f" (run {result.run_id[:8]})")
+        if op in lineage.PARTITIONED and len(keys) < len(shard_keys):
+            log(f"{op}: {len(shard_keys) - len(keys)} shard(s) current, skipped")
     return results

@@ -107,6 +107,24 @@ class ExampleSource(ConfigurableResource):
             self._check_table_config()
         return [f"{prefix}-{i}" for i in range(self._check_num_shards())]
 
+    def shard_fingerprint(self, shard: str) -> str | None:
+        """A cheap token that changes when the shard's content may have changed, without reading
+        it (file size and modification time, the bundled corpus's settings); None when only a
+        full read can tell (a DuckDB table), so the shard is reloaded and compared by content."""
+        settings = [self.kind, self.id_column, self.text_column, self.label_column, self.embedding_column,
+                    self.max_examples_per_shard]
+        if self.kind == "files":
+            path = self._file_shards().get(shard)
+            if path is None:
+                return None
+            st = path.stat()
+            settings += [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        elif self.kind == "bbc_news":
+            settings += [self.num_shards, shard]
+        else:
+            return None
+        return hashlib.md5(repr(settings).encode()).hexdigest()[:16]
+
     # ---- loading -----------------------------------------------------------------------
     def load_shard(self, shard: str) -> pa.Table:
         if self.kind == "bbc_news":

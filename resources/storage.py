@@ -13,6 +13,7 @@ database's single write lock, and several runs can write different shards at onc
 """
 
 
+import json
 import os
 import re
 import time
@@ -28,6 +29,8 @@ from pydantic import Field
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 UNPARTITIONED = "_all"
+# Parquet footer key under which each file records what it was computed from (see lineage.py).
+PROVENANCE_KEY = b"curation.provenance"
 
 # Views that add columns derived over all partitions. p_i = s_i / sum(s) needs every shard, so
 # shards store s_i alone and the view normalises: a re-materialised shard can never leave a
@@ -79,6 +82,14 @@ def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zst
             tmp.unlink()
 
 
+def _with_provenance(table: pa.Table, provenance: dict | None) -> pa.Table:
+    if provenance is None:
+        return table
+    meta = dict(table.schema.metadata or {})
+    meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True).encode()
+    return table.replace_schema_metadata(meta)
+
+
 class CurationStore(ConfigurableResource):
     database_path: str = Field(
         default="data/curation.duckdb", description="DuckDB file holding one view per asset."
@@ -112,20 +123,25 @@ class CurationStore(ConfigurableResource):
         return str(self._folder(name) / "*.parquet")
 
     # ---- writes --------------------------------------------------------------------------
-    def write(self, name: str, table: pa.Table, partition: str | None = None, *, compression: str = "zstd") -> Path:
-        """Atomically replace one partition (or the whole table) and refresh its view."""
+    def write(self, name: str, table: pa.Table, partition: str | None = None, *, compression: str = "zstd",
+              provenance: dict | None = None) -> Path:
+        """Atomically replace one partition (or the whole table) and refresh its view.
+
+        `provenance` (what the data was computed from) goes into the file's own footer, so data
+        and provenance are replaced together or not at all.
+        """
         path = self._file(name, partition)
-        atomic_write_parquet(table, path, compression=compression)
+        atomic_write_parquet(_with_provenance(table, provenance), path, compression=compression)
         self._create_view(name, self._source_sql(name))
         return path
 
-    def write_version(self, name: str, table: pa.Table, version: str) -> Path:
+    def write_version(self, name: str, table: pa.Table, version: str, provenance: dict | None = None) -> Path:
         """Add a new version; the view `<name>` shows the newest, `<name>_history` all of them."""
         check_partition_key(version)
         path = self._folder(name) / "versions" / f"{version}.parquet"
         if path.exists():
             raise FileExistsError(f"{name}: version {version!r} already exists at {path}")
-        atomic_write_parquet(table, path)
+        atomic_write_parquet(_with_provenance(table, provenance), path)
         latest = self.latest_version_path(name)
         self._create_view(name, f"read_parquet({_sql_string(str(latest))})")
         self._create_view(
@@ -157,7 +173,16 @@ class CurationStore(ConfigurableResource):
         return path
 
     def _create_view(self, name: str, source_sql: str) -> None:
+        """Create or replace a view in the database file, only when its SQL changed.
+
+        Views over a folder's glob stay valid as shards come and go, so most writes need not
+        touch the database at all: concurrent shard writers then never queue on its one write
+        lock. A marker file beside the Parquet files remembers the last SQL written.
+        """
         stmt = f"CREATE OR REPLACE VIEW {_quote_ident(_check_name(name))} AS {self._view_body(name, source_sql)}"
+        marker = self.root / ".views" / f"{_check_name(name)}.sql"
+        if self.db_path.exists() and marker.exists() and marker.read_text() == f"{self.db_path}\n{stmt}":
+            return
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
@@ -165,12 +190,16 @@ class CurationStore(ConfigurableResource):
             try:
                 with duckdb.connect(str(self.db_path)) as con:
                     con.execute(stmt)
-                return
+                break
             except duckdb.IOException as exc:  # another process holds the write lock
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(f"{marker.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(f"{self.db_path}\n{stmt}")
+        os.replace(tmp, marker)
 
     # ---- reads ---------------------------------------------------------------------------
     def partitions(self, name: str) -> list[str]:
@@ -204,6 +233,42 @@ class CurationStore(ConfigurableResource):
         return pa.concat_tables(
             [pq.read_table(f, columns=columns) for f in files], promote_options="permissive"
         )
+
+    def row_count(self, name: str, partition: str | None = None) -> int:
+        """Rows of one stored partition, from the Parquet footer (no data read)."""
+        path = self._file(name, partition)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
+        return pq.ParquetFile(path).metadata.num_rows
+
+    def schema(self, name: str, partition: str | None = None) -> pa.Schema:
+        """Column names and types of one stored partition, from its footer."""
+        path = self._file(name, partition)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
+        return pq.read_schema(path)
+
+    def provenance(self, name: str, partition: str | None = None, *, versioned: bool = False) -> dict | None:
+        """What a stored partition (or the newest version) was computed from; None if absent."""
+        if versioned:
+            try:
+                path = self.latest_version_path(name)
+            except FileNotFoundError:
+                return None
+        else:
+            path = self._file(name, partition)
+            if not path.exists():
+                return None
+        meta = pq.read_schema(path).metadata or {}
+        raw = meta.get(PROVENANCE_KEY)
+        return json.loads(raw) if raw else None
+
+    def read_rows(self, name: str, partition: str | None, rows, columns: list[str] | None = None) -> pa.Table:
+        """The given row positions (in stored order) of one partition, reading only `columns`."""
+        path = self._file(name, partition)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
+        return pq.read_table(path, columns=columns).take(pa.array(rows, pa.int64()))
 
     def read_latest_version(self, name: str) -> pa.Table:
         return pq.read_table(self.latest_version_path(name))

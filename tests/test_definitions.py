@@ -37,5 +37,7 @@ def test_checks_jobs_and_sensor_are_registered():
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert ("sensitivity_subset", "sensitivity_subset_weights_are_sane") in checks
     assert ("centroids", "centroids_have_no_empty_clusters") in checks
-    assert defs.resolve_job_def("ingest_shard").name == "ingest_shard"
+    assert defs.resolve_job_def("refresh_stale").name == "refresh_stale"
+    assert defs.resolve_schedule_def("daily_refresh").cron_schedule == "0 3 * * *"
+    assert defs.resolve_sensor_def("refit_on_drift").job_name == "refresh_stale"
     assert defs.resolve_sensor_def("register_new_shards").name == "register_new_shards"

@@ -3,7 +3,7 @@
 import duckdb
 import numpy as np
 import pytest
-from dagster import build_sensor_context
+from dagster import DagsterInstance, build_sensor_context
 
 from curation_assets.sensors import register_new_shards
 from resources import ExampleSource
@@ -60,12 +60,17 @@ def test_sensor_registers_new_file_shards_once(tmp_path, instance):
     (tmp_path / "one.csv").write_text("id,text\n1,hello\n")
     source = ExampleSource(kind="files", path=str(tmp_path / "*.csv"))
     result = register_new_shards(build_sensor_context(instance=instance, resources={"source": source}))
-    assert [r.partition_key for r in result.run_requests] == ["one"]
+    assert result.dynamic_partitions_requests[0].partition_keys == ["one"]
+    assert [r.tags["curation/new_shards"] for r in result.run_requests] == ["one"]
     instance.add_dynamic_partitions("shards", ["one"])
+    assert not register_new_shards(build_sensor_context(instance=instance, resources={"source": source})).run_requests
     (tmp_path / "two words.csv").write_text("id,text\n2,bye\n")
     result = register_new_shards(build_sensor_context(instance=instance, resources={"source": source}))
-    assert [r.partition_key for r in result.run_requests] == ["two_words"]
+    assert [r.tags["curation/new_shards"] for r in result.run_requests] == ["two_words"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["two_words"]
+    # One refresh run per new set of shards: the run key makes the request idempotent.
+    assert result.run_requests[0].run_key != register_new_shards(
+        build_sensor_context(instance=DagsterInstance.ephemeral(), resources={"source": source})).run_requests[0].run_key
 
 
 def test_ids_are_read_as_strings_whatever_their_type(tmp_path):

@@ -230,13 +230,20 @@ def choose_alpha(pilot_losses, pilot_sensitivities, population_sensitivities,
     keeps a small or unlucky pilot from choosing a small alpha on noise. Ties go to the larger
     alpha.
     """
+    s = np.asarray(population_sensitivities, dtype=np.float64)
+    return choose_alpha_from_totals(pilot_losses, pilot_sensitivities, s.size, float(s.sum()), grid, caution)
+
+
+def choose_alpha_from_totals(pilot_losses, pilot_sensitivities, n: int, total: float,
+                             grid: Sequence[float] = ALPHA_GRID, caution: float = AUTO_ALPHA_CAUTION) -> float:
+    """choose_alpha given only the population's size n and sensitivity total (all it needs of
+    the population), so a sharded caller never holds every sensitivity."""
     grid = [_check_fraction(a, "grid", low_open=False, high_open=False) for a in grid]
     l = np.asarray(pilot_losses, dtype=np.float64)
     sp = np.asarray(pilot_sensitivities, dtype=np.float64)
     if sp.shape != l.shape:
         raise ValueError(f"pilot_sensitivities: expected shape {l.shape} (one per pilot point), got {sp.shape}")
-    s = np.asarray(population_sensitivities, dtype=np.float64)
-    big_n, total = s.size, float(s.sum())
+    big_n = int(n)
     if l.size == 0 or total <= 0:
         return 1.0
     best, best_score = 1.0, 0.0

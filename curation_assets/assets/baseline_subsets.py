@@ -16,7 +16,8 @@ from ..arrays import embedding_matrix
 from ..plots import markdown_table
 from .cluster_assignments import load_centroids
 from .shard_scope import read_shards, registered_shards
-from .subsets import subset_rows, subset_summary, version_name
+from .. import lineage
+from .subsets import picked_from_arrays, subset_rows, subset_summary, version_name
 
 BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "uniform"}  # uniform: uniform_subset
 
@@ -30,6 +31,7 @@ BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "unif
 )
 def baseline_subsets(context: AssetExecutionContext, store: CurationStore):
     keys = registered_shards(context)
+    provenance = lineage.expected(store, "baseline_subsets", None, keys, None)
     _, centroids_version = load_centroids(store)
     assign = read_shards(store, "cluster_assignments", keys, columns=["example_id", "cluster_id", "centroids_version"],
                          version_column="centroids_version", expected_version=centroids_version, upstream="centroids")
@@ -41,15 +43,15 @@ def baseline_subsets(context: AssetExecutionContext, store: CurationStore):
     check_budget(m, n)
     x = embedding_matrix(emb.column("embedding"))
     cluster_ids = assign.column("cluster_id").to_numpy().astype(np.int64)
-    k = int(cluster_ids.max()) + 1
     version = version_name(context.run.run_id)
     for name, asset in BASELINE_ASSETS.items():
         start = time.perf_counter()
         sample = BASELINES[name](x, cluster_ids, m, seed)
         seconds = time.perf_counter() - start
-        store.write_version(asset, subset_rows(sample, ids, cluster_ids, m, seed, name, context.run.run_id),
-                            version)
-        summary = subset_summary(sample, cluster_ids, k, n)
+        picked = picked_from_arrays(sample, ids, cluster_ids)
+        store.write_version(asset, subset_rows(picked, m, seed, name, context.run.run_id), version,
+                            provenance=provenance)
+        summary = subset_summary(picked, int(np.unique(cluster_ids).size))
         yield MaterializeResult(
             asset_key=asset,
             metadata={"dagster/row_count": summary["rows"], "method": name, "budget": m, "seed": seed,

@@ -9,10 +9,12 @@ from pydantic import Field
 from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
-from ..arrays import embedding_column, embedding_matrix
+from ..algorithms.validation import check_whole_number
+from ..arrays import embedding_column
 from ..plots import histogram, line
-from .shard_scope import read_shards, registered_shards
+from .shard_scope import embedding_dimension, gather_embeddings, registered_shards, shard_row_counts, split_rows
 
 
 class CentroidsConfig(Config):
@@ -28,57 +30,75 @@ class CentroidsConfig(Config):
     deps=["embeddings"],
     group_name="curation",
     kinds={"faiss", "parquet"},
-    description="k-means centroids of all embeddings (faiss, seeded, on a recorded training sample).",
+    description="k-means centroids of all embeddings (faiss, seeded, on a recorded training sample read "
+                "shard by shard).",
 )
 def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: CurationStore,
               compute: ComputeDevice) -> MaterializeResult:
     keys = registered_shards(context)
-    try:
-        x = embedding_matrix(read_shards(store, "embeddings", keys, columns=["example_id", "embedding"]).column("embedding"))
-    except ValueError as exc:
-        if "differ in dimension" not in str(exc):
-            raise
-        raise ValueError(f"embeddings: shards {exc}; re-embed them all with one model") from exc
-    n = x.shape[0]
+    counts = shard_row_counts(store, "embeddings", keys)
+    dims = {k: embedding_dimension(store, k) for k in keys}
+    if len(set(dims.values())) != 1:
+        by_dim = {}
+        for k, d in dims.items():
+            by_dim.setdefault(d, []).append(k)
+        raise ValueError(f"embeddings: shards differ in dimension ({by_dim}); re-embed them all with one model")
+    n = int(counts.sum())
     k = config.n_clusters if config.n_clusters is not None else default_n_clusters(n)
     if k > n:
         raise ValueError(f"centroids.n_clusters: {k} is larger than the number of examples ({n})")
+    size = n if config.training_sample_size is None else check_whole_number(
+        config.training_sample_size, "centroids.training_sample_size", 1)
+    size = min(size, n)
+    if k > size:
+        raise ValueError(f"centroids.n_clusters: {k} clusters is more than the {size} examples in the "
+                         f"training sample (centroids.training_sample_size={config.training_sample_size})")
+    provenance = lineage.expected(store, "centroids", None, keys, config)
+    # The training sample is drawn over row numbers and read shard by shard, so memory holds
+    # the sample, never every embedding.
+    rng = np.random.default_rng(config.seed)
+    rows = np.arange(n) if size == n else np.sort(rng.choice(n, size=size, replace=False))
+    x = gather_embeddings(store, keys, split_rows(rows, counts))
     use_gpu = compute.faiss_uses_gpu()
     start = time.perf_counter()
-    result = fit_kmeans(
-        x, k, seed=config.seed, n_iter=config.n_iter,
-        training_sample_size=config.training_sample_size, use_gpu=use_gpu,
-    )
+    result = fit_kmeans(x, k, seed=config.seed, n_iter=config.n_iter, use_gpu=use_gpu)
     seconds = time.perf_counter() - start
     labels, sq_dist = assign_to_centroids(x, result.centroids)
     sizes = np.bincount(labels, minlength=k)
+    fit_cost_per_point = float(sq_dist.astype(np.float64).mean())
     version = context.run.run_id
     table = pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "centroid": embedding_column(result.centroids),
+        # What the fit saw: later shards are compared with it to measure drift.
+        "fit_share": pa.array(sizes / size),
+        "fit_cost_per_point": pa.array(np.full(k, fit_cost_per_point)),
         "version": pa.array([version] * k, pa.string()),
     })
-    store.write("centroids", table)
-    cost = float(sq_dist.astype(np.float64).sum())
+    store.write("centroids", table, provenance=provenance)
+    flops = 2.0 * size * k * x.shape[1] * config.n_iter
     return MaterializeResult(
         metadata={
             "dagster/row_count": k,
             "n_clusters": k,
             "n_examples": n,
+            "shards": len(keys),
             "dimension": int(x.shape[1]),
-            "training_sample_size": result.training_sample_size,
+            "training_sample_size": size,
             "seed": config.seed,
             "n_iter": config.n_iter,
             "device": "gpu" if use_gpu else "cpu",
             "seconds": round(seconds, 3),
-            "kmeans_cost": cost,
-            "kmeans_cost_per_point": cost / n,
-            "empty_clusters": int((sizes == 0).sum()),
-            "largest_cluster_share": float(sizes.max() / n),
+            "gflops": round(flops / max(seconds, 1e-9) / 1e9, 1),
+            "kmeans_cost_training_sample": float(sq_dist.astype(np.float64).sum()),
+            "kmeans_cost_per_point": fit_cost_per_point,
+            "empty_clusters_in_sample": int((sizes == 0).sum()),
+            "largest_cluster_share": float(sizes.max() / size),
             "cost_per_iteration": MetadataValue.json([float(c) for c in result.cost_per_iteration]),
             "cost_curve": line(result.cost_per_iteration, "k-means cost per iteration (training sample)",
                                "iteration", "sum of squared distances"),
-            "cluster_sizes": histogram(sizes, "cluster sizes", "members per cluster", bins=min(40, k)),
+            "cluster_sizes": histogram(sizes, "cluster sizes (training sample)", "members per cluster",
+                                       bins=min(40, k)),
             "version": version,
         }
     )

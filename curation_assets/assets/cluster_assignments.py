@@ -5,6 +5,8 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from resources.storage import CurationStore
 
+from .. import lineage
+from ..algorithms.drift import measure_drift
 from ..algorithms.kmeans import assign_to_centroids
 from ..arrays import embedding_matrix
 from ..partitions import shards
@@ -16,16 +18,24 @@ def load_centroids(store: CurationStore) -> tuple[np.ndarray, str]:
     return embedding_matrix(table.column("centroid")), table.column("version")[0].as_py()
 
 
+def load_fit_summary(store: CurationStore) -> tuple[np.ndarray, float]:
+    """Cluster shares and cost per point of the data the centroids were fit on."""
+    t = store.read("centroids", columns=["cluster_id", "fit_share", "fit_cost_per_point"]).sort_by("cluster_id")
+    return t.column("fit_share").to_numpy(), float(t.column("fit_cost_per_point")[0].as_py())
+
+
 @asset(
     partitions_def=shards,
     deps=["embeddings", "centroids"],
     group_name="curation",
     kinds={"faiss", "parquet"},
-    description="Nearest centroid and squared distance to it, for every example of the shard.",
+    description="Nearest centroid and squared distance to it, for every example of the shard; the shard's "
+                "drift from the fit goes to the assignment_drift table.",
 )
 def cluster_assignments(context: AssetExecutionContext, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
     c, version = load_centroids(store)
+    provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None)
     emb = store.read("embeddings", [shard])
     x = embedding_matrix(emb.column("embedding"))
     if x.shape[1] != c.shape[1]:
@@ -40,7 +50,15 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore) ->
         "sq_distance": pa.array(sq_dist),
         "centroids_version": pa.array([version] * len(labels), pa.string()),
     })
-    store.write("cluster_assignments", table, shard)
+    fit_share, fit_cost = load_fit_summary(store)
+    drift = measure_drift(labels, sq_dist, fit_share, fit_cost)
+    store.write("assignment_drift", pa.table({
+        "shard": [shard], "examples": [drift.n], "cost_per_point": [drift.cost_per_point],
+        "cost_ratio": [drift.cost_ratio], "share_shift": [drift.share_shift],
+        "share_shift_noise": [drift.share_shift_noise], "excess_share_shift": [drift.excess_share_shift],
+        "centroids_version": [version],
+    }), shard)
+    store.write("cluster_assignments", table, shard, provenance=provenance)
     counts = np.bincount(labels, minlength=c.shape[0])
     return MaterializeResult(
         metadata={
@@ -49,6 +67,9 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore) ->
             "mean_sq_distance": float(sq_dist.mean()),
             "clusters_present": int((counts > 0).sum()),
             "centroids_version": version,
+            "drift_cost_ratio": drift.cost_ratio,
+            "drift_share_shift": drift.share_shift,
+            "drift_share_shift_noise": drift.share_shift_noise,
             "members_per_cluster": bars(np.arange(c.shape[0]), counts, f"members per cluster, shard {shard}", "members"),
             "sq_distance": histogram(sq_dist, f"squared distance to centroid, shard {shard}", "squared distance"),
         }

@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from resources.embedder import SentenceEmbedder
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.validation import as_embedding_matrix
 from ..arrays import embedding_column, embedding_matrix
 from ..partitions import shards
@@ -24,8 +25,11 @@ from ..plots import histogram
 def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
     raw = store.read("raw_examples", [shard])
+    precomputed = "embedding" in raw.column_names and raw.column("embedding").null_count == 0
+    provenance = lineage.expected(store, "embeddings", shard, [shard], None,
+                                  embedder=lineage.embedder_identity(embedder, precomputed))
     start = time.perf_counter()
-    if "embedding" in raw.column_names and raw.column("embedding").null_count == 0:
+    if precomputed:
         vectors = embedding_matrix(raw.column("embedding"))
         model, device = "precomputed", "none"
     else:
@@ -38,7 +42,7 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
         raise RuntimeError(f"embeddings: {vectors.shape[0]} vectors for {raw.num_rows} examples in shard {shard!r}")
     table = pa.table({"example_id": raw.column("example_id"), "embedding": embedding_column(vectors)})
     # Float data barely compresses; uncompressed Parquet reads and writes near disk speed.
-    store.write("embeddings", table, shard, compression="none")
+    store.write("embeddings", table, shard, compression="none", provenance=provenance)
     norms = np.linalg.norm(vectors, axis=1)
     return MaterializeResult(
         metadata={

@@ -18,6 +18,7 @@ from ..algorithms.validation import resolve_budget
 from ..arrays import embedding_column, embedding_matrix
 from ..plots import grouped_shares, histogram, markdown_table
 from .shard_scope import read_shards, registered_shards
+from .. import lineage
 from .subsets import version_name
 
 
@@ -67,6 +68,7 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
 def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalCentroidsConfig,
                            store: CurationStore, compute: ComputeDevice) -> MaterializeResult:
     keys = registered_shards(context)
+    provenance = lineage.expected(store, "hierarchical_centroids", None, keys, config)
     emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
     x = embedding_matrix(emb.column("embedding"))
     n = x.shape[0]
@@ -95,7 +97,7 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
             "size": pa.array(size, pa.int64()),
             "version": pa.array([version] * k, pa.string()),
         }))
-    store.write("hierarchical_centroids", pa.concat_tables(parts))
+    store.write("hierarchical_centroids", pa.concat_tables(parts), provenance=provenance)
     ks = [lv.n_clusters for lv in h.levels]
     rows = [[i + 1, lv.n_clusters, lv.resample_size, lv.resampling_steps_run, int(s.min()), int(np.median(s)),
              int(s.max()), lv.cost]
@@ -132,6 +134,7 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
 def balanced_subset(context: AssetExecutionContext, config: BalancedSubsetConfig,
                     store: CurationStore) -> MaterializeResult:
     keys = registered_shards(context)
+    provenance = lineage.expected(store, "balanced_subset", None, keys, config)
     emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
     x = embedding_matrix(emb.column("embedding"))
     centroids, parents, hierarchy_version = load_hierarchy(store)
@@ -163,7 +166,7 @@ def balanced_subset(context: AssetExecutionContext, config: BalancedSubsetConfig
         "hierarchy_version": pa.array([hierarchy_version] * rows, pa.string()),
         "run": pa.array([context.run.run_id] * rows, pa.string()),
     })
-    store.write_version("balanced_subset", table, version)
+    store.write_version("balanced_subset", table, version, provenance=provenance)
 
     top = leaves
     for link in parents:

@@ -1,5 +1,6 @@
 
 import collections
+import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +25,19 @@ def _cross_shard_duplicates(store: CurationStore, table: pa.Table, shard: str) -
         ).fetchall()
 
 
+def content_hash(table: pa.Table) -> str:
+    """md5 of the shard's rows as Arrow IPC: equal data, equal hash, whatever the source."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.md5(memoryview(sink.getvalue())).hexdigest()[:16]
+
+
+def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:
+    return {"config": None, "inputs": {}, "source": source.shard_fingerprint(shard),
+            "content": content_hash(table), "precomputed": "embedding" in table.column_names}
+
+
 @asset(
     partitions_def=shards,
     group_name="curation",
@@ -39,7 +53,7 @@ def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: C
             f"source.id_column={source.id_column!r}: ids in shard {shard!r} already exist in other shards: "
             + ", ".join(f"{i!r} (shard {s})" for i, s in dups)
         )
-    store.write("raw_examples", table, shard)
+    store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
 
     labels = table.column("label")
     counts = collections.Counter(x for x in labels.to_pylist() if x is not None)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
-from ..algorithms.representatives import cluster_sizes, nearest_members_per_cluster
+from ..algorithms.representatives import nearest_members_per_cluster
 from ..algorithms.robust_sensitivity import cluster_losses_from_members
 from ..algorithms.scorers import (
     ConstantScorer,
@@ -17,10 +17,11 @@ from ..algorithms.scorers import (
     load_scorer_function,
     out_of_fold_losses,
 )
+from .. import lineage
 from ..arrays import embedding_matrix
 from ..plots import bars
 from .cluster_assignments import load_centroids
-from .shard_scope import read_shards, registered_shards
+from .shard_scope import gather_rows, registered_shards, require_partitions, split_rows
 
 
 class RepresentativeLossConfig(Config):
@@ -48,6 +49,75 @@ def default_pilot_size(n: int) -> int:
     return min(n, max(100, int(np.ceil(0.05 * n))))
 
 
+class RowsByNumber:
+    """Columns of chosen rows (global row numbers over the shards in order), read shard by shard."""
+
+    def __init__(self, store: CurationStore, keys: list[str], counts: np.ndarray, rows, with_text: bool):
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        local = split_rows(self.rows, counts)
+        cols = ["example_id", "label"] + (["text"] if with_text else [])
+        raw = gather_rows(store, "raw_examples", keys, local, cols)
+        self.ids = raw.column("example_id").to_pylist()
+        self.labels = raw.column("label").to_pylist()
+        self.texts = raw.column("text").to_pylist() if with_text else None
+        self.x = embedding_matrix(gather_rows(store, "embeddings", keys, local, ["embedding"]).column("embedding"))
+
+    def positions(self, rows) -> np.ndarray:
+        return np.searchsorted(self.rows, np.asarray(rows, dtype=np.int64))
+
+
+def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, centroids_version: str):
+    """One pass over the shards: cluster sizes and costs, the r members nearest each centroid
+    (as global row numbers), and label statistics. Memory holds one shard at a time."""
+    require_partitions(store, "cluster_assignments", keys)
+    sizes, sum_sq = np.zeros(k, dtype=np.int64), np.zeros(k)
+    cand_cluster, cand_dist, cand_row = [], [], []
+    counts, stale, null_labels, distinct = [], [], 0, set()
+    offset = 0
+    for key in keys:
+        a = store.read("cluster_assignments", [key],
+                       columns=["example_id", "cluster_id", "sq_distance", "centroids_version"])
+        if set(a.column("centroids_version").unique().to_pylist()) != {centroids_version}:
+            stale.append(key)
+        raw = store.read("raw_examples", [key], columns=["example_id", "label"])
+        emb_ids = store.read("embeddings", [key], columns=["example_id"]).column("example_id")
+        if not (a.column("example_id").equals(raw.column("example_id")) and a.column("example_id").equals(emb_ids)):
+            raise ValueError(
+                f"raw_examples, embeddings and cluster_assignments hold different examples in shard {key!r}; "
+                "re-materialize embeddings and cluster_assignments for it"
+            )
+        cid = a.column("cluster_id").to_numpy().astype(np.int64)
+        d2 = a.column("sq_distance").to_numpy()
+        sizes += np.bincount(cid, minlength=k)
+        sum_sq += np.bincount(cid, weights=d2, minlength=k)
+        local = nearest_members_per_cluster(cid, d2, k, r)
+        j, rank = np.nonzero(local >= 0)
+        rows = local[j, rank]
+        cand_cluster.append(j)
+        cand_dist.append(d2[rows].astype(np.float64))
+        cand_row.append(rows + offset)
+        labels = raw.column("label")
+        null_labels += labels.null_count
+        if len(distinct) < 2:
+            distinct.update(x for x in labels.unique().to_pylist() if x is not None)
+        counts.append(a.num_rows)
+        offset += a.num_rows
+    if stale:
+        raise ValueError(f"cluster_assignments: shard(s) {stale[:10]} were computed from older centroids; "
+                         "re-materialize cluster_assignments for them")
+    cluster, dist, row = (np.concatenate(v) for v in (cand_cluster, cand_dist, cand_row))
+    order = np.lexsort((row, dist, cluster))  # by (cluster, distance, row): ties to the earliest row
+    cluster, dist, row = cluster[order], dist[order], row[order]
+    starts = np.searchsorted(cluster, np.arange(k))
+    rank = np.arange(cluster.size) - starts[cluster]
+    take = rank < r
+    members = np.full((k, r), -1, dtype=np.int64)
+    member_dist = np.full((k, r), np.nan)
+    members[cluster[take], rank[take]] = row[take]
+    member_dist[cluster[take], rank[take]] = dist[take]
+    return members, member_dist, sizes, sum_sq, np.array(counts, dtype=np.int64), null_labels, distinct
+
+
 @asset(
     deps=["cluster_assignments", "raw_examples", "embeddings"],
     group_name="curation",
@@ -59,73 +129,70 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     keys = registered_shards(context)
     c, centroids_version = load_centroids(store)
     k = c.shape[0]
-    assign = read_shards(store, "cluster_assignments", keys, version_column="centroids_version",
-                         expected_version=centroids_version, upstream="centroids")
-    raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
-    emb = read_shards(store, "embeddings", keys)
-    ids = assign.column("example_id")
-    if not (ids.equals(raw.column("example_id")) and ids.equals(emb.column("example_id"))):
-        raise ValueError(
-            "raw_examples, embeddings and cluster_assignments hold different examples; "
-            "re-materialize embeddings and cluster_assignments for the changed shards"
-        )
-    n = assign.num_rows
-    labels = raw.column("label")
-    cluster_ids = assign.column("cluster_id").to_numpy().astype(np.int64)
-    sq_dist = assign.column("sq_distance").to_numpy()
     if config.representatives_per_cluster < 1:
         raise ValueError(f"representative_losses.representatives_per_cluster: must be at least 1, "
                          f"got {config.representatives_per_cluster}")
-    members = nearest_members_per_cluster(cluster_ids, sq_dist, k, config.representatives_per_cluster)
+    provenance = lineage.expected(store, "representative_losses", None, keys, config)
+    members, member_dist, sizes, sum_sq, counts, null_labels, distinct = scan_assignments(
+        store, keys, k, config.representatives_per_cluster, centroids_version)
+    n = int(counts.sum())
     reps = members[:, 0]  # the member nearest each centroid
-    sizes = cluster_sizes(cluster_ids, k)
     present = reps >= 0
 
     scorer_name = config.scorer
-    has_labels = labels.null_count == 0 and len(set(labels.to_pylist())) >= 2
+    has_labels = null_labels == 0 and len(distinct) >= 2
     if scorer_name == "auto":
         scorer_name = "function" if config.scorer_function else ("linear_probe" if has_labels else "constant")
     meta = {}
     losses = np.full(k, np.nan)
     pilot_table = None
+    needed = [members[members >= 0]]
+    pilot = None
     if scorer_name == "linear_probe":
-        if labels.null_count:
+        if null_labels:
             raise ValueError(
-                f"representative_losses.scorer='linear_probe': {labels.null_count} example(s) have no label; "
+                f"representative_losses.scorer='linear_probe': {null_labels} example(s) have no label; "
                 "use scorer 'constant' or label every example"
             )
         pilot_size = config.pilot_size if config.pilot_size is not None else default_pilot_size(n)
         if not 2 <= pilot_size <= n:
             raise ValueError(f"representative_losses.pilot_size: must be in [2, {n}], got {pilot_size}")
-        x = embedding_matrix(emb.column("embedding"))
-        y = np.asarray(labels.to_pylist(), dtype=object)
         rng = np.random.default_rng(config.seed)
         pilot = np.sort(rng.choice(n, size=pilot_size, replace=False))
-        scorer = LinearProbeScorer(C=config.probe_C).fit(x[pilot], y[pilot])
-        loss_of = lambda idx: scorer.losses(x[idx], y[idx])  # noqa: E731
+        needed.append(pilot)
+    elif scorer_name == "function" and not config.scorer_function:
+        raise ValueError("representative_losses.scorer_function: scorer 'function' needs 'package.module:function'")
+    rows = RowsByNumber(store, keys, counts, np.concatenate(needed), with_text=scorer_name == "function")
+    y_all = np.asarray(rows.labels, dtype=object)
+    if scorer_name == "linear_probe":
+        at = rows.positions(pilot)
+        x, y = rows.x[at], y_all[at]
+        scorer = LinearProbeScorer(C=config.probe_C).fit(x, y)
+
+        def loss_of(idx):
+            pos = rows.positions(idx)
+            return scorer.losses(rows.x[pos], y_all[pos])
         # Out-of-fold losses on the pilot let `subsets` choose the defensive alpha from data.
         pilot_table = pa.table({
-            "example_id": ids.take(pa.array(pilot)),
-            "loss": pa.array(out_of_fold_losses(x[pilot], y[pilot], seed=config.seed, C=config.probe_C)),
+            "example_id": pa.array([rows.ids[i] for i in at], pa.string()),
+            "loss": pa.array(out_of_fold_losses(x, y, seed=config.seed, C=config.probe_C)),
         })
+        rep_pos = rows.positions(reps[present])
         meta.update({
-            "pilot_size": pilot_size,
+            "pilot_size": int(pilot.size),
             "pilot_seed": config.seed,
-            "probe_train_accuracy": float(scorer.model.score(x[pilot], y[pilot])),
-            "probe_accuracy_at_representatives": float(scorer.model.score(x[reps[present]], y[reps[present]])),
+            "probe_train_accuracy": float(scorer.model.score(x, y)),
+            "probe_accuracy_at_representatives": float(scorer.model.score(rows.x[rep_pos], y_all[rep_pos])),
         })
     elif scorer_name == "function":
-        if not config.scorer_function:
-            raise ValueError("representative_losses.scorer_function: scorer 'function' needs 'package.module:function'")
         fn = load_scorer_function(config.scorer_function)
-        texts = read_shards(store, "raw_examples", keys, columns=["example_id", "text"]).column("text")
-        x = embedding_matrix(emb.column("embedding"))
 
-        def loss_of(rows):
+        def loss_of(idx):
+            pos = rows.positions(idx)
             return check_losses(
-                fn(example_ids=[ids[int(r)].as_py() for r in rows], texts=[texts[int(r)].as_py() for r in rows],
-                   labels=[labels[int(r)].as_py() for r in rows], embeddings=x[rows]),
-                len(rows), "representative_losses.scorer_function",
+                fn(example_ids=[rows.ids[p] for p in pos], texts=[rows.texts[p] for p in pos],
+                   labels=[rows.labels[p] for p in pos], embeddings=rows.x[pos]),
+                len(pos), "representative_losses.scorer_function",
             )
         meta["scorer_function"] = config.scorer_function
     else:
@@ -136,33 +203,39 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     losses[present] = v[present]
 
     scorer_label = f"function:{config.scorer_function}" if scorer_name == "function" else scorer_name
-    rep_ids = [ids[int(r)].as_py() if r >= 0 else None for r in reps]
-    rep_labels = [labels[int(r)].as_py() if r >= 0 else None for r in reps]
+    rep_pos = rows.positions(np.where(present, reps, rows.rows[0] if rows.rows.size else 0))
+    rep_ids = [rows.ids[p] if ok else None for p, ok in zip(rep_pos, present)]
+    rep_labels = [rows.labels[p] if ok else None for p, ok in zip(rep_pos, present)]
     version = context.run.run_id
     table = pa.table({
         "cluster_id": pa.array(np.arange(k), pa.int32()),
         "size": pa.array(sizes.astype(np.int64)),
         # k-means cost per cluster: lets each shard of `sensitivities` compute the global,
         # balanced lambda (z = 2) in O(k) instead of reading every shard's assignments.
-        "sum_sq_distance": pa.array(np.bincount(cluster_ids, weights=sq_dist, minlength=k)),
+        "sum_sq_distance": pa.array(sum_sq),
         "representative_id": pa.array(rep_ids, pa.string()),
         "representative_label": pa.array(rep_labels, pa.string()),
-        "representative_sq_distance": pa.array([float(sq_dist[r]) if r >= 0 else None for r in reps], pa.float64()),
+        "representative_sq_distance": pa.array([float(d) if ok else None for d, ok in zip(member_dist[:, 0], present)],
+                                               pa.float64()),
         "loss": pa.array([float(v) if np.isfinite(v) else None for v in losses], pa.float64()),
         "scorer": pa.array([scorer_label] * k, pa.string()),
         "centroids_version": pa.array([centroids_version] * k, pa.string()),
         "version": pa.array([version] * k, pa.string()),
     })
-    store.write("representative_losses", table)
+    store.write("representative_losses", table, provenance=provenance)
     if pilot_table is not None:
         store.write("pilot_losses", pilot_table.append_column("version", pa.array([version] * pilot_table.num_rows)))
     finite = losses[present]
     meta.update({
         "dagster/row_count": k,
+        "n_examples": n,
+        "kmeans_cost": float(sum_sq.sum()),
+        "kmeans_cost_per_point": float(sum_sq.sum() / n),
         "scorer": scorer_label,
         "model_inferences": inferences,
         "representatives_per_cluster": config.representatives_per_cluster,
         "empty_clusters": int((~present).sum()),
+        "largest_cluster_share": float(sizes.max() / n),
         "mean_loss": float(finite.mean()),
         "max_loss": float(finite.max()),
         "version": version,

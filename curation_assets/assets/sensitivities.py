@@ -6,8 +6,8 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.sensitivity import (
-    balanced_lambda,
     balanced_lambda_from_cluster_sums,
     check_z,
     distance_term,
@@ -45,6 +45,7 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
     shard = context.partition_key
     z = check_z(config.z)
     losses, v, losses_version, centroids_version = load_losses(store)
+    provenance = lineage.expected(store, "sensitivities", shard, [shard], config)
     # Empty clusters have no representative and no members; any value keeps the formula defined.
     v = np.nan_to_num(v, nan=0.0)
     if config.lambda_ is None and z == 2.0:
@@ -52,11 +53,17 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
                                                 losses.column("sum_sq_distance").to_numpy())
         lambda_rule = "balanced"
     elif config.lambda_ is None:
-        every = read_shards(store, "cluster_assignments", registered_shards(context),
-                            columns=["example_id", "cluster_id", "sq_distance", "centroids_version"],
+        # sum_i d_i^z over the shards representative_losses was computed on (so every shard,
+        # new ones included, gets the same lambda): one streamed pass, a shard at a time.
+        fit = (lineage.stored(store, "representative_losses") or {}).get("inputs", {}).get("cluster_assignments")
+        dz_sum = 0.0
+        for key in sorted(fit) if fit else registered_shards(context):
+            a = read_shards(store, "cluster_assignments", [key],
+                            columns=["example_id", "sq_distance", "centroids_version"],
                             version_column="centroids_version", expected_version=centroids_version,
                             upstream="centroids")
-        lam = balanced_lambda(v, every.column("cluster_id").to_numpy(), every.column("sq_distance").to_numpy(), z)
+            dz_sum += float(distance_term(a.column("sq_distance").to_numpy(), z).sum())
+        lam = balanced_lambda_from_cluster_sums(v, losses.column("size").to_numpy(), [dz_sum])
         lambda_rule = "balanced"
     else:
         lam, lambda_rule = float(config.lambda_), "configured"
@@ -77,7 +84,7 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         "z": pa.array(np.full(n, z)),
         "losses_version": pa.array([losses_version] * n, pa.string()),
     })
-    store.write("sensitivities", table, shard)
+    store.write("sensitivities", table, shard, provenance=provenance)
     return MaterializeResult(
         metadata={
             "dagster/row_count": n,

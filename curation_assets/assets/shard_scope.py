@@ -1,12 +1,13 @@
 """Which shards a global asset spans, and the checks that they are all in step."""
 
 
+import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext
 
 from resources.storage import CurationStore
 
-from ..arrays import sort_by_id
+from ..arrays import embedding_matrix, sort_by_id
 from ..partitions import shards
 
 
@@ -50,3 +51,34 @@ def read_shards(store: CurationStore, asset: str, keys: list[str], columns: list
             f"re-materialize {asset} for them"
         )
     return sort_by_id(pa.concat_tables(tables, promote_options="permissive"))
+
+
+def shard_row_counts(store: CurationStore, asset: str, keys: list[str]) -> np.ndarray:
+    """Rows per shard from the Parquet footers: sizes the global draws without reading data."""
+    require_partitions(store, asset, keys)
+    return np.array([store.row_count(asset, k) for k in keys], dtype=np.int64)
+
+
+def split_rows(global_rows, counts) -> list[np.ndarray]:
+    """Global row numbers (over the shards in order) -> sorted local row numbers per shard."""
+    rows = np.sort(np.asarray(global_rows, dtype=np.int64))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [rows[(rows >= lo) & (rows < hi)] - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def gather_rows(store: CurationStore, asset: str, keys: list[str], local_rows: list[np.ndarray],
+                columns: list[str]) -> pa.Table:
+    """The chosen rows of every shard, shard by shard: memory holds one shard plus the rows kept."""
+    parts = [store.read_rows(asset, key, rows, columns=columns) for key, rows in zip(keys, local_rows) if rows.size]
+    return pa.concat_tables(parts) if parts else store.read_rows(asset, keys[0], [], columns=columns)
+
+
+def gather_embeddings(store: CurationStore, keys: list[str], local_rows: list[np.ndarray]) -> np.ndarray:
+    parts = [embedding_matrix(store.read_rows("embeddings", key, rows, columns=["embedding"]).column("embedding"))
+             for key, rows in zip(keys, local_rows) if rows.size]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def embedding_dimension(store: CurationStore, key: str) -> int:
+    field = store.schema("embeddings", key).field("embedding")
+    return field.type.list_size if pa.types.is_fixed_size_list(field.type) else -1

@@ -13,6 +13,7 @@ from ..algorithms.evaluation import build_pool, estimate_errors, holdout_mask, s
 from ..algorithms.scorers import LinearProbeScorer
 from ..arrays import embedding_matrix
 from ..plots import markdown_table, metric_vs_budget, png_markdown
+from .. import lineage
 from .shard_scope import read_shards, registered_shards
 
 
@@ -74,6 +75,7 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
     if config.seeds < 1 or config.estimate_seeds < 1:
         raise ValueError("subset_evaluation.seeds and estimate_seeds: must be at least 1")
     keys = registered_shards(context)
+    provenance = lineage.expected(store, "subset_evaluation", None, keys, config)
     raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
     if raw.column("label").null_count:
         return MaterializeResult(metadata={"skipped": "not every example has a label: nothing to evaluate against"})
@@ -91,7 +93,7 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
     seconds = time.perf_counter() - start
     table = pa.Table.from_pylist(rows)
     table = table.append_column("run", pa.array([context.run.run_id] * table.num_rows, pa.string()))
-    store.write("subset_evaluation", table)
+    store.write("subset_evaluation", table, provenance=provenance)
 
     meta = {"dagster/row_count": table.num_rows, "pool_size": pool.n, "test_size": int(test.sum()),
             "methods": MetadataValue.json(methods), "budgets": MetadataValue.json(list(config.budgets)),

@@ -4,18 +4,26 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
 from pydantic import Field
 
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.robust_sensitivity import (
     DEFAULT_ALPHA,
     adaptive_sensitivity_sample,
+    choose_alpha_from_totals,
     defensive_probabilities,
-    pilot_alpha,
 )
-from ..algorithms.sampling import WeightedSample, sample_by_sensitivity, sample_uniform
+from ..algorithms.sampling import WeightedSample, sample_by_sensitivity
+from ..algorithms.sharded_sampling import (
+    allocate_draws,
+    allocate_uniform,
+    draws_within_shard,
+    uniform_within_shard,
+)
 from ..algorithms.scorers import probe_fit_scorer
 from ..algorithms.validation import resolve_budget
 from ..arrays import embedding_matrix
@@ -46,19 +54,142 @@ class SubsetConfig(Config):
     )
 
 
-def _alpha(store: CurationStore, configured: float | None, losses_version: str, ids: pa.Array,
-           sensitivities: np.ndarray) -> tuple[float, str]:
+class ShardTotals:
+    """One pass over the sensitivities, a shard at a time: per-shard counts and sums, cluster
+    counts, and the sensitivities of the labelled pilot (all that sampling needs globally)."""
+
+    def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, pilot_ids: set):
+        self.keys, self.counts, self.sums = keys, [], []
+        self.cluster_counts = np.zeros(k, dtype=np.int64)
+        self.pilot_s: dict[str, float] = {}
+        stale, params = [], {"lambda_": set(), "z": set()}
+        for key in keys:
+            t = store.read("sensitivities", [key],
+                           columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"])
+            if set(t.column("losses_version").unique().to_pylist()) != {losses_version}:
+                stale.append(key)
+            for col in params:
+                params[col].update(t.column(col).unique().to_pylist())
+            s = t.column("sensitivity").to_numpy()
+            self.counts.append(s.size)
+            self.sums.append(float(s.sum()))
+            self.cluster_counts += np.bincount(t.column("cluster_id").to_numpy(), minlength=k)
+            if pilot_ids:
+                ids = t.column("example_id")
+                hit = np.flatnonzero(pc.is_in(ids, value_set=pa.array(sorted(pilot_ids), pa.string())).to_numpy(
+                    zero_copy_only=False))
+                self.pilot_s.update(zip(ids.take(pa.array(hit)).to_pylist(), s[hit].tolist()))
+        if stale:
+            raise ValueError(f"sensitivities: shard(s) {stale[:10]} were computed from an older "
+                             "representative_losses; re-materialize sensitivities for them")
+        for col, values in params.items():
+            if len(values) != 1:
+                raise ValueError(
+                    f"sensitivities: shards were computed with different {col} values {sorted(values)}; "
+                    "re-materialize every shard of sensitivities with one configuration"
+                )
+        self.lam, self.z = params["lambda_"].pop(), params["z"].pop()
+        self.counts = np.array(self.counts, dtype=np.int64)
+        self.sums = np.array(self.sums)
+        self.n, self.total = int(self.counts.sum()), float(self.sums.sum())
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+
+def load_pilot(store: CurationStore, losses_version: str) -> tuple[pa.Table | None, str]:
+    if not store.exists("pilot_losses"):
+        return None, "default (no labelled pilot)"
+    pilot = store.read("pilot_losses")
+    if set(pilot.column("version").unique().to_pylist()) != {losses_version}:
+        return None, "default (pilot from an older representative_losses)"
+    return pilot, "auto (labelled pilot)"
+
+
+def _alpha(configured: float | None, pilot: pa.Table | None, pilot_rule: str, totals: ShardTotals) -> tuple[float, str]:
     """The configured alpha, else one chosen on the labelled pilot, else the fixed default."""
     if configured is not None:
         return float(configured), "configured"
-    if not store.exists("pilot_losses"):
-        return DEFAULT_ALPHA, "default (no labelled pilot)"
-    pilot = store.read("pilot_losses")
-    if set(pilot.column("version").unique().to_pylist()) != {losses_version}:
-        return DEFAULT_ALPHA, "default (pilot from an older representative_losses)"
-    position = {i: k for k, i in enumerate(ids.to_pylist())}
-    rows = np.array([position[i] for i in pilot.column("example_id").to_pylist()], dtype=np.int64)
-    return pilot_alpha(rows, pilot.column("loss").to_numpy(), sensitivities), "auto (labelled pilot)"
+    if pilot is None:
+        return DEFAULT_ALPHA, pilot_rule
+    ids = pilot.column("example_id").to_pylist()
+    missing = [i for i in ids if i not in totals.pilot_s]
+    if missing:
+        raise ValueError(f"pilot_losses: pilot example(s) {missing[:5]} are not in sensitivities; "
+                         "re-materialize representative_losses")
+    sp = np.array([totals.pilot_s[i] for i in ids])
+    return choose_alpha_from_totals(pilot.column("loss").to_numpy(), sp, totals.n, totals.total), pilot_rule
+
+
+class Picked:
+    """A subset assembled shard by shard: global row numbers, ids and clusters of the rows."""
+
+    def __init__(self, parts: list[tuple[int, WeightedSample, pa.Table]], offsets: np.ndarray):
+        parts = [(i, smp, t) for i, smp, t in parts if smp.indices.size]
+        cat = lambda f: np.concatenate([f(i, smp) for i, smp, _ in parts])  # noqa: E731
+        self.sample = WeightedSample(
+            cat(lambda i, smp: smp.indices + offsets[i]), cat(lambda i, smp: smp.weights),
+            cat(lambda i, smp: smp.probabilities), cat(lambda i, smp: smp.draws))
+        self.ids = pa.concat_arrays([t.column("example_id").combine_chunks() for _, _, t in parts])
+        self.clusters = np.concatenate([t.column("cluster_id").to_numpy() for _, _, t in parts]).astype(np.int64)
+
+
+def picked_from_arrays(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray) -> "Picked":
+    picked = Picked.__new__(Picked)
+    picked.sample = sample
+    picked.ids = ids.take(pa.array(sample.indices))
+    picked.ids = picked.ids.combine_chunks() if isinstance(picked.ids, pa.ChunkedArray) else picked.ids
+    picked.clusters = np.asarray(cluster_ids)[sample.indices].astype(np.int64)
+    return picked
+
+
+def _picked_rows(store: CurationStore, key: str, smp: WeightedSample) -> pa.Table:
+    return store.read_rows("sensitivities", key, smp.indices, columns=["example_id", "cluster_id"])
+
+
+def sharded_sensitivity_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int) -> Picked:
+    """m i.i.d. draws from p = alpha/n + (1 - alpha) s/sum(s), a shard at a time."""
+    masses = alpha * totals.counts / totals.n + (1.0 - alpha) * totals.sums / totals.total
+    draws = allocate_draws(masses, m, seed)
+    parts = []
+    for i, key in enumerate(totals.keys):
+        if draws[i] == 0:
+            continue
+        s = store.read("sensitivities", [key], columns=["sensitivity"]).column("sensitivity").to_numpy()
+        p = alpha / totals.n + (1.0 - alpha) * s / totals.total
+        smp = draws_within_shard(p, int(draws[i]), m, seed, i)
+        parts.append((i, smp, _picked_rows(store, key, smp)))
+    return Picked(parts, totals.offsets)
+
+
+def sharded_uniform_sample(store, totals: ShardTotals, m: int, seed: int) -> Picked:
+    """A simple random sample of m of all n rows, a shard at a time."""
+    rows = allocate_uniform(totals.counts, m, seed)
+    parts = []
+    for i, key in enumerate(totals.keys):
+        smp = uniform_within_shard(int(totals.counts[i]), int(rows[i]), totals.n, m, seed, i)
+        if smp.indices.size:
+            parts.append((i, smp, _picked_rows(store, key, smp)))
+    return Picked(parts, totals.offsets)
+
+
+def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, method: str) -> Picked:
+    """Poisson sampling needs one scale c over all rows: holds one float per example (not the
+    embeddings), then fetches the picked rows shard by shard."""
+    s = np.concatenate([store.read("sensitivities", [k], columns=["sensitivity"]).column("sensitivity").to_numpy()
+                        for k in totals.keys])
+    sample = sample_by_sensitivity(defensive_probabilities(s, alpha), m, seed, method)
+    return _split_global(store, totals, sample)
+
+
+def _split_global(store, totals: ShardTotals, sample: WeightedSample) -> Picked:
+    parts = []
+    for i, key in enumerate(totals.keys):
+        lo, hi = totals.offsets[i], totals.offsets[i] + totals.counts[i]
+        sel = (sample.indices >= lo) & (sample.indices < hi)
+        if sel.any():
+            smp = WeightedSample(sample.indices[sel] - lo, sample.weights[sel], sample.probabilities[sel],
+                                 sample.draws[sel])
+            parts.append((i, smp, _picked_rows(store, key, smp)))
+    return Picked(parts, totals.offsets)
 
 
 def _adaptive_sample(store, keys, ids, cluster_ids, m, config) -> tuple[WeightedSample, dict]:
@@ -83,15 +214,15 @@ def version_name(run_id: str) -> str:
     return f"{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{run_id[:8]}"
 
 
-def subset_rows(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray, m: int, seed: int, method: str,
-          run: str) -> pa.Table:
+def subset_rows(picked: Picked, m: int, seed: int, method: str, run: str) -> pa.Table:
+    sample = picked.sample
     k = sample.indices.size
     return pa.table({
-        "example_id": ids.take(pa.array(sample.indices)),
+        "example_id": picked.ids,
         "weight": pa.array(sample.weights),
         "probability": pa.array(sample.probabilities),
         "draws": pa.array(sample.draws),
-        "cluster_id": pa.array(cluster_ids[sample.indices].astype(np.int32)),
+        "cluster_id": pa.array(picked.clusters.astype(np.int32)),
         "budget": pa.array(np.full(k, m, dtype=np.int64)),
         "seed": pa.array(np.full(k, seed, dtype=np.int64)),
         "sampling": pa.array([method] * k, pa.string()),
@@ -99,15 +230,16 @@ def subset_rows(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray, 
     })
 
 
-def subset_summary(sample: WeightedSample, cluster_ids: np.ndarray, k: int, n: int) -> dict:
+def subset_summary(picked: Picked, clusters_present: int) -> dict:
+    sample = picked.sample
     w = sample.weights
-    covered = np.unique(cluster_ids[sample.indices]).size
+    covered = np.unique(picked.clusters).size
     return {
         "rows": int(sample.indices.size),
         "draws": int(sample.draws.sum()),
         "weight_sum": float(w.sum()),
         "effective_sample_size": float(w.sum() ** 2 / np.sum(w**2 / np.maximum(sample.draws, 1))),
-        "clusters_covered": f"{covered}/{int(np.unique(cluster_ids).size)}",
+        "clusters_covered": f"{covered}/{clusters_present}",
         "max_weight": float(w.max()),
     }
 
@@ -123,55 +255,52 @@ def subset_summary(sample: WeightedSample, cluster_ids: np.ndarray, k: int, n: i
 )
 def subsets(context: AssetExecutionContext, config: SubsetConfig, store: CurationStore):
     keys = registered_shards(context)
-    _, _, losses_version, _ = load_losses(store)
-    sens = read_shards(store, "sensitivities", keys,
-                       columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"],
-                       version_column="losses_version", expected_version=losses_version,
-                       upstream="representative_losses")
-    for col in ("lambda_", "z"):
-        values = np.unique(sens.column(col).to_numpy())
-        if values.size != 1:
-            raise ValueError(
-                f"sensitivities: shards were computed with different {col} values {values.tolist()}; "
-                "re-materialize every shard of sensitivities with one configuration"
-            )
-    ids = sens.column("example_id")
-    n = sens.num_rows
+    losses, _, losses_version, _ = load_losses(store)
+    k = losses.num_rows
+    provenance = lineage.expected(store, "subsets", None, keys, config)
+    pilot, pilot_rule = (None, "") if config.alpha is not None or config.sampling == "adaptive" \
+        else load_pilot(store, losses_version)
+    pilot_ids = set(pilot.column("example_id").to_pylist()) if pilot is not None else set()
+    # Pass 1 (a shard at a time): counts, sums, cluster counts, the pilot's sensitivities.
+    totals = ShardTotals(store, keys, losses_version, k, pilot_ids)
+    n = totals.n
     m = resolve_budget(n, config.budget, config.budget_fraction)
-    cluster_ids = sens.column("cluster_id").to_numpy().astype(np.int64)
-    k = int(cluster_ids.max()) + 1
-    adaptive_meta = {}
     if config.sampling == "adaptive":
-        sens_sample, adaptive_meta = _adaptive_sample(store, keys, ids, cluster_ids, m, config)
+        sens = read_shards(store, "sensitivities", keys, columns=["example_id", "cluster_id"])
+        ids, cluster_ids = sens.column("example_id"), sens.column("cluster_id").to_numpy().astype(np.int64)
+        sample, adaptive_meta = _adaptive_sample(store, keys, ids, cluster_ids, m, config)
         alpha, alpha_rule = adaptive_meta.pop("alpha"), "auto (adaptive pilot)"
+        sens_picked = picked_from_arrays(sample, ids, cluster_ids)
     else:
-        s = sens.column("sensitivity").to_numpy()
-        alpha, alpha_rule = _alpha(store, config.alpha, losses_version, ids, s)
-        p = defensive_probabilities(s, alpha)
+        adaptive_meta = {}
+        alpha, alpha_rule = _alpha(config.alpha, pilot, pilot_rule, totals)
+        defensive_probabilities(np.ones(1), alpha)  # validates alpha before any draw or write
         if alpha == 1.0 and config.sampling == "with_replacement":
             # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
-            sens_sample = sample_uniform(n, m, config.seed)
+            sens_picked = sharded_uniform_sample(store, totals, m, config.seed)
+        elif config.sampling == "with_replacement":
+            sens_picked = sharded_sensitivity_sample(store, totals, m, alpha, config.seed)
         else:
-            sens_sample = sample_by_sensitivity(p, m, config.seed, config.sampling)
-    unif_sample = sample_uniform(n, m, config.seed)
+            sens_picked = global_sample(store, totals, m, alpha, config.seed, config.sampling)
+    unif_picked = sharded_uniform_sample(store, totals, m, config.seed)
 
     version = version_name(context.run.run_id)
     run = context.run.run_id
-    store.write_version("sensitivity_subset",
-                        subset_rows(sens_sample, ids, cluster_ids, m, config.seed, config.sampling, run), version)
-    store.write_version("uniform_subset",
-                        subset_rows(unif_sample, ids, cluster_ids, m, config.seed, "uniform", run), version)
+    store.write_version("sensitivity_subset", subset_rows(sens_picked, m, config.seed, config.sampling, run),
+                        version, provenance=provenance)
+    store.write_version("uniform_subset", subset_rows(unif_picked, m, config.seed, "uniform", run), version,
+                        provenance=provenance)
 
-    population = np.bincount(cluster_ids, minlength=k) / n
-    shares = {"all examples": population}
-    for name, smp in (("sensitivity", sens_sample), ("uniform", unif_sample)):
-        shares[name] = np.bincount(cluster_ids[smp.indices], weights=smp.draws, minlength=k) / smp.draws.sum()
+    shares = {"all examples": totals.cluster_counts / n}
+    for name, picked in (("sensitivity", sens_picked), ("uniform", unif_picked)):
+        shares[name] = np.bincount(picked.clusters, weights=picked.sample.draws, minlength=k) / picked.sample.draws.sum()
     share_plot = grouped_shares(np.arange(k), shares, "share of each cluster: data vs subsets")
-    s_sum, u_sum = subset_summary(sens_sample, cluster_ids, k, n), subset_summary(unif_sample, cluster_ids, k, n)
+    present = int((totals.cluster_counts > 0).sum())
+    s_sum, u_sum = subset_summary(sens_picked, present), subset_summary(unif_picked, present)
     comparison = markdown_table(["", "sensitivity_subset", "uniform_subset"],
                                 [[key, s_sum[key], u_sum[key]] for key in s_sum])
-    common = {"n_examples": n, "budget": m, "seed": config.seed, "version": version}
-    lam = float(sens.column("lambda_")[0].as_py())
+    common = {"n_examples": n, "budget": m, "seed": config.seed, "version": version, "shards": len(keys)}
+    lam = float(totals.lam)
     yield MaterializeResult(
         asset_key="sensitivity_subset",
         metadata={
@@ -182,13 +311,13 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
             "alpha_rule": alpha_rule,
             **adaptive_meta,
             "lambda": lam,
-            "z": float(sens.column("z")[0].as_py()),
+            "z": float(totals.z),
             **{k_: v for k_, v in s_sum.items() if k_ != "rows"},
             "summary": MetadataValue.md(
                 f"Drew **{m}** of **{n}** examples by sensitivity ({config.sampling}, seed {config.seed}, "
                 f"lambda {lam:.4g}, alpha {alpha:g}, {alpha_rule}).\n\n{comparison}"
             ),
-            "weights": histogram(sens_sample.weights, "importance weights", "weight"),
+            "weights": histogram(sens_picked.sample.weights, "importance weights", "weight"),
             "cluster_shares": share_plot,
         },
     )

@@ -1,0 +1,133 @@
+"""What each stored partition was computed from, so a rerun redoes only what changed.
+
+Every asset writes, into the footer of each Parquet file it stores, a provenance record
+
+    {"config": <hash of the asset's config>, "inputs": {<upstream>: <token or {shard: token}>}}
+
+where an upstream's token is the hash of *its* provenance. The record is written together with
+the data (one atomic rename), so it can never describe data that is not there. A partition is
+current when its stored record equals the one it would get now; the pipeline (and the daily
+schedule) recompute exactly the partitions that are not current, after their upstreams.
+
+Two global assets are tolerant of new shards: `centroids` and `representative_losses` stay
+current while every shard they were fit on is unchanged, so new data is assigned to the existing
+clusters instead of refitting them (drift past the configured threshold forces a refit).
+"""
+
+import hashlib
+import json
+
+from resources.storage import CurationStore
+
+# Where each op stores what it makes (versioned assets keep one file per run).
+STORED_AS = {
+    "subsets": ("sensitivity_subset", True),
+    "baseline_subsets": ("stratified_subset", True),
+    "balanced_subset": ("balanced_subset", True),
+}
+
+# op -> {upstream op: "same" (the same shard), "all" (every shard), "global" (unpartitioned)}
+UPSTREAM: dict[str, dict[str, str]] = {
+    "raw_examples": {},
+    "embeddings": {"raw_examples": "same"},
+    "centroids": {"embeddings": "all"},
+    "hierarchical_centroids": {"embeddings": "all"},
+    "cluster_assignments": {"embeddings": "same", "centroids": "global"},
+    "representative_losses": {"cluster_assignments": "all", "raw_examples": "all"},
+    "sensitivities": {"cluster_assignments": "same", "representative_losses": "global"},
+    "subsets": {"sensitivities": "all"},
+    "balanced_subset": {"hierarchical_centroids": "global", "embeddings": "all"},
+    "baseline_subsets": {"subsets": "global", "cluster_assignments": "all"},
+    "subset_evaluation": {"subsets": "global", "baseline_subsets": "global", "balanced_subset": "global",
+                          "representative_losses": "global"},
+}
+PARTITIONED = {"raw_examples", "embeddings", "cluster_assignments", "sensitivities"}
+# Stay current when shards are added (not when a shard they were fit on changes).
+TOLERATES_NEW_SHARDS = {"centroids", "representative_losses"}
+
+
+def digest(obj) -> str:
+    return hashlib.md5(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_values(config) -> dict | None:
+    if config is None:
+        return None
+    return config.model_dump() if hasattr(config, "model_dump") else dict(config)
+
+
+def config_hash(config) -> str:
+    """Hash of a Dagster Config (or plain dict): every field, defaults included."""
+    return digest(config_values(config))
+
+
+def embedder_identity(embedder, precomputed: bool) -> dict | str:
+    """What decides the vectors (not batch size or device, which do not change them)."""
+    if precomputed:
+        return "precomputed"
+    return {f: getattr(embedder, f, None) for f in ("model", "normalize", "max_seq_length", "precision")}
+
+
+def shard_has_precomputed(store: CurationStore, shard: str) -> bool:
+    prov = store.provenance("raw_examples", shard) or {}
+    return bool(prov.get("precomputed"))
+
+
+def stored(store: CurationStore, op: str, partition: str | None = None) -> dict | None:
+    name, versioned = STORED_AS.get(op, (op, False))
+    return store.provenance(name, partition, versioned=versioned)
+
+
+def token(store: CurationStore, op: str, partition: str | None = None) -> str | None:
+    prov = stored(store, op, partition)
+    if prov is not None and op == "raw_examples":
+        # Raw data is identified by its content, not by where it was read from: a touched file
+        # with the same rows must not invalidate its embeddings.
+        prov = {key: prov.get(key) for key in ("content", "precomputed")}
+    return digest(prov) if prov is not None else None
+
+
+def expected(store: CurationStore, op: str, partition: str | None, keys: list[str], config,
+             **extra) -> dict:
+    """The provenance `op` gets when computed now from what is stored upstream."""
+    inputs = {}
+    for upstream, how in UPSTREAM[op].items():
+        if how == "same":
+            inputs[upstream] = token(store, upstream, partition)
+        elif how == "all":
+            inputs[upstream] = {k: token(store, upstream, k) for k in keys}
+        else:
+            inputs[upstream] = token(store, upstream)
+    return {"config": config_hash(config), "config_values": config_values(config), "inputs": inputs, **extra}
+
+
+def last_config(store: CurationStore, keys: list[str], ops) -> dict:
+    """The run config each op was last computed with, so a scheduled refresh keeps the user's
+    settings instead of falling back to the defaults."""
+    out = {}
+    for op in ops:
+        prov = stored(store, op, keys[0] if op in PARTITIONED and keys else None)
+        if prov and prov.get("config_values") is not None:
+            out[op] = {"config": prov["config_values"]}
+    return out
+
+
+def is_current(store: CurationStore, op: str, partition: str | None, keys: list[str], config,
+               **extra) -> bool:
+    have = stored(store, op, partition)
+    if have is None:
+        return False
+    want = expected(store, op, partition, keys, config, **extra)
+    if op not in TOLERATES_NEW_SHARDS:
+        return have == want
+    if {k: v for k, v in have.items() if k != "inputs"} != {k: v for k, v in want.items() if k != "inputs"}:
+        return False
+    for upstream, how in UPSTREAM[op].items():
+        old, new = have["inputs"].get(upstream), want["inputs"][upstream]
+        if how != "all":
+            if old != new:
+                return False
+        # Every shard it was fit on must still be there, unchanged; new shards are fine.
+        elif not isinstance(old, dict) or any(new.get(k) != v for k, v in old.items()):
+            return False
+    return True

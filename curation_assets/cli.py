@@ -7,6 +7,9 @@ import time
 
 from .dagster_home import ensure_project_home
 
+# Kept in step with definitions.PARTITIONED_ASSETS (a test checks) so `--help` needs no Dagster import.
+PARTITIONED_ASSETS = ("raw_examples", "embeddings", "cluster_assignments", "sensitivities")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="curate", description=__doc__)
@@ -43,6 +46,27 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--embedding-column", default=None, help="precomputed vectors (then no model runs)")
     src.add_argument("--num-shards", type=int, default=4, help="shards for the bundled corpus (default 4)")
     src.add_argument("--max-examples-per-shard", type=int, default=None, help="cap each shard (quick runs)")
+
+    bf = sub.add_parser(
+        "backfill", help="materialize per-shard assets, one Dagster run per shard, a few runs at a time",
+        description="Registers missing shards as partitions, then runs the selected per-shard assets for "
+                    "each shard (one run per shard) with at most --max-concurrent runs at once.")
+    bf.add_argument("--select", default="raw_examples,embeddings",
+                    help=f"comma-separated per-shard assets (default raw_examples,embeddings; "
+                         f"any of {', '.join(PARTITIONED_ASSETS)})")
+    bf.add_argument("--shards", default=None, help="comma-separated shard keys (default: every shard of the source)")
+    bf.add_argument("--max-concurrent", type=int, default=4, help="runs at once (default 4)")
+    bf.add_argument("--executor", choices=["multiprocess", "in_process"], default="multiprocess",
+                    help="multiprocess: a process per step (default); in_process: steps in the run's thread")
+    bf.add_argument("--database", default=None,
+                    help="DuckDB file (default: $CURATION_DATABASE, else data/curation.duckdb)")
+    bf.add_argument("--log-level", default="CRITICAL", help="Dagster console log level (default CRITICAL)")
+    bsrc = bf.add_argument_group("your own data (default: $CURATION_SOURCE_* or the bundled BBC News corpus)")
+    bsrc.add_argument("--files", default=None, help="glob of Parquet/CSV/JSONL files, one shard per file")
+    for flag in ("--id-column", "--text-column", "--label-column", "--embedding-column"):
+        bsrc.add_argument(flag, default=None)
+    bsrc.add_argument("--num-shards", type=int, default=None, help="shards for the bundled corpus (default 4)")
+    bsrc.add_argument("--max-examples-per-shard", type=int, default=None, help="cap each shard (quick runs)")
 
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with the project-local instance")
     ui.add_argument("--port", type=int, default=3000)
@@ -98,6 +122,125 @@ def _run(args) -> int:
     return 0
 
 
+# backfill flag -> the environment variable the runs read (see curation_assets/definitions.py)
+_BACKFILL_ENV = {
+    "database": "CURATION_DATABASE", "files": "CURATION_SOURCE_PATH", "id_column": "CURATION_ID_COLUMN",
+    "text_column": "CURATION_TEXT_COLUMN", "label_column": "CURATION_LABEL_COLUMN",
+    "embedding_column": "CURATION_EMBEDDING_COLUMN", "num_shards": "CURATION_NUM_SHARDS",
+    "max_examples_per_shard": "CURATION_MAX_EXAMPLES_PER_SHARD",
+}
+
+
+def _backfill_env(args) -> dict[str, str]:
+    """The CURATION_* settings the runs get: the current environment, overridden by the flags."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("CURATION_")}
+    for flag, var in _BACKFILL_ENV.items():
+        value = getattr(args, flag)
+        if value is not None:
+            env[var] = str(value)
+    if args.files is not None:
+        env["CURATION_SOURCE_KIND"] = "files"
+    return env
+
+
+def _run_failure(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[-1]}"
+    return "run failed"
+
+
+def _init_backfill_worker(env: dict[str, str]) -> None:
+    for k in [k for k in os.environ if k.startswith("CURATION_")]:
+        del os.environ[k]
+    os.environ.update(env)  # the run's step processes inherit it
+
+
+def _backfill_shard(key: str, selected: list[str], run_config: dict) -> tuple[str, str, bool, str]:
+    """One shard's run, in a worker process: returns (shard, run id, success, why it failed)."""
+    from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
+
+    from .definitions import backfill_shards_job
+
+    try:
+        with DagsterInstance.get() as instance:
+            result = execute_job(reconstructable(backfill_shards_job), instance=instance, run_config=run_config,
+                                 tags={"dagster/partition": key, "curation/backfill": "cli"},
+                                 asset_selection=[AssetKey(a) for a in selected])
+        return key, result.run_id, result.success, "" if result.success else _run_failure(result)
+    except Exception as exc:  # the run could not even start
+        return key, "-", False, f"{type(exc).__name__}: {exc}"
+
+
+def _backfill(args) -> int:
+    """One Dagster run per shard, at most --max-concurrent at once, each in the persistent instance.
+
+    Runs go to a pool of worker *processes*, not threads: Dagster 1.13.27 reconfigures Python
+    logging (logging.config.dictConfig) at every run start, which deadlocks against another
+    thread's run logging an event. Store and source reach every run and each of its step
+    processes through the CURATION_* environment variables, which
+    `definitions.backfill_shards_job` reads each time it is rebuilt.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from dagster import DagsterInstance
+
+    from .definitions import source_from_env, store_from_env
+    from .partitions import shards as shards_def
+
+    selected = [s.strip() for s in args.select.split(",") if s.strip()]
+    refused = [s for s in selected if s not in PARTITIONED_ASSETS]
+    if not selected or refused:
+        raise ValueError(
+            f"--select: {refused or selected!r} cannot be backfilled per shard; choose among the "
+            f"partitioned assets {', '.join(PARTITIONED_ASSETS)} (run the global ones with `curate run`)"
+        )
+    if args.max_concurrent < 1:
+        raise ValueError(f"--max-concurrent: must be at least 1, got {args.max_concurrent}")
+    env = _backfill_env(args)
+    source, store = source_from_env(env), store_from_env(env)
+    available = source.list_shards()
+    if args.shards:
+        keys = list(dict.fromkeys(k.strip() for k in args.shards.split(",") if k.strip()))
+        unknown = [k for k in keys if k not in available]
+        if unknown or not keys:
+            raise ValueError(f"--shards: {unknown or keys!r} not in the source; it has {available[:20]}")
+    else:
+        keys = available
+    run_config = {
+        # forkserver: step processes fork from one server per worker that has imported this code
+        # location once (~0.5 s a step instead of ~5 s of imports under spawn). The server
+        # starts inside the worker, so it carries the worker's CURATION_* environment.
+        "execution": {"config": {"in_process": {}} if args.executor == "in_process"
+                      else {"multiprocess": {"start_method": {"forkserver": {}}}}},
+        "loggers": {"console": {"config": {"log_level": args.log_level}}},
+    }
+    start = time.perf_counter()
+    with DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions(shards_def.name))
+        new = [k for k in keys if k not in known]
+        if new:
+            instance.add_dynamic_partitions(shards_def.name, new)
+    print(f"backfill {', '.join(selected)} over {len(keys)} shard(s) ({len(new)} newly registered) "
+          f"into {store.db_path}, {args.max_concurrent} run(s) at a time", flush=True)
+    failed = []
+    with ProcessPoolExecutor(max_workers=min(args.max_concurrent, len(keys)),
+                             mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_backfill_worker, initargs=(env,)) as pool:
+        futures = [pool.submit(_backfill_shard, key, selected, run_config) for key in keys]
+        for future in as_completed(futures):
+            key, run_id, ok, why = future.result()
+            print(f"shard {key}: run {run_id} {'success' if ok else 'FAILED'}" + (f" ({why})" if why else ""),
+                  flush=True)
+            if not ok:
+                failed.append(key)
+    print(f"{len(keys) - len(failed)} of {len(keys)} run(s) succeeded in {time.perf_counter() - start:.1f}s")
+    if failed:
+        print(f"curate: error: backfill failed for shard(s) {', '.join(sorted(failed))}", file=sys.stderr)
+        return 1
+    return 0
+
 def _ui(args) -> int:
     cmd = ["dagster", "dev", "-h", args.host, "-p", str(args.port), "-m", "curation_assets.definitions"]
     bindir = os.path.dirname(sys.executable)
@@ -110,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ensure_project_home()
     try:
-        return {"run": _run, "ui": _ui}[args.command](args)
+        return {"run": _run, "backfill": _backfill, "ui": _ui}[args.command](args)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2

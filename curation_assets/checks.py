@@ -37,12 +37,16 @@ def sensitivity_subset_weights_are_sane(store: CurationStore) -> AssetCheckResul
     return AssetCheckResult(passed=ok, metadata={"weight_sum_over_n": ratio, "min_weight": float(w.min())})
 
 
-@asset_check(asset="sensitivities", description="Sampling probabilities are positive and sum to 1.")
+@asset_check(asset="sensitivities", description="Sampling probabilities are finite and positive (p = s / sum(s)).")
 def sensitivity_probabilities_are_valid(store: CurationStore) -> AssetCheckResult:
-    t = store.query("SELECT min(probability) AS lo, sum(probability) AS total FROM sensitivities")
-    lo, total = t.column("lo")[0].as_py(), t.column("total")[0].as_py()
-    return AssetCheckResult(passed=bool(lo > 0 and abs(total - 1) < 1e-6),
-                            metadata={"min_probability": lo, "sum_probability": total})
+    # On the stored s alone (one streamed aggregate): p_i = s_i / sum(s) is valid iff every s_i
+    # is finite and > 0, and this avoids the view's window over every row for each shard.
+    t = store.query("SELECT min(sensitivity) AS lo, sum(sensitivity) AS total, "
+                    "count(*) FILTER (WHERE NOT isfinite(sensitivity)) AS bad FROM sensitivities")
+    lo, total, bad = (t.column(c)[0].as_py() for c in ("lo", "total", "bad"))
+    ok = bool(bad == 0 and lo is not None and lo > 0 and total > 0)
+    return AssetCheckResult(passed=ok, metadata={"min_probability": (lo / total) if ok else lo,
+                                                 "non_finite": int(bad), "sensitivity_total": total})
 
 
 SENSITIVITY_METHODS = ("sensitivity", "sensitivity_defensive", "sensitivity_auto", "sensitivity_adaptive")
@@ -78,7 +82,7 @@ def cluster_assignments_drift(store: CurationStore, drift: DriftPolicy) -> Asset
     version = store.read("centroids", columns=["version"]).column("version")[0].as_py()
     rows = store.query("SELECT * FROM assignment_drift WHERE centroids_version = ? ORDER BY shard",
                        [version]).to_pylist() if store.exists("assignment_drift") else []
-    verdicts = {r["shard"]: drift.verdict(r["cost_ratio"], r["excess_share_shift"]) for r in rows}
+    verdicts = {r["shard"]: drift.verdict(r["cost_ratio"], r["excess_share_shift"], r["examples"]) for r in rows}
     flagged = [k for k, v in verdicts.items() if v != "ok"]
     table = markdown_table(
         ["shard", "examples", "cost ratio", "share shift", "noise", "verdict"],

@@ -4,7 +4,9 @@ Every asset writes, into the footer of each Parquet file it stores, a provenance
 
     {"config": <hash of the asset's config>, "inputs": {<upstream>: <token or {shard: token}>}}
 
-where an upstream's token is the hash of *its* provenance. The record is written together with
+plus the run that wrote it; an upstream's token is the hash of *its* provenance (so a
+recomputed upstream always invalidates what was computed from it; raw examples alone are
+identified by their content). The record is written together with
 the data (one atomic rename), so it can never describe data that is not there. A partition is
 current when its stored record equals the one it would get now; the pipeline (and the daily
 schedule) recompute exactly the partitions that are not current, after their upstreams.
@@ -101,6 +103,12 @@ def expected(store: CurationStore, op: str, partition: str | None, keys: list[st
     return {"config": config_hash(config), "config_values": config_values(config), "inputs": inputs, **extra}
 
 
+def fit_shards(store: CurationStore) -> set[str]:
+    """The shards the current centroids were fit on."""
+    prov = stored(store, "centroids") or {}
+    return set((prov.get("inputs") or {}).get("embeddings") or {})
+
+
 def last_config(store: CurationStore, keys: list[str], ops) -> dict:
     """The run config each op was last computed with, so a scheduled refresh keeps the user's
     settings instead of falling back to the defaults."""
@@ -117,6 +125,9 @@ def is_current(store: CurationStore, op: str, partition: str | None, keys: list[
     have = stored(store, op, partition)
     if have is None:
         return False
+    # The run that wrote it is part of its token (a recomputation is new data downstream),
+    # not of what it was computed from.
+    have = {k: v for k, v in have.items() if k != "run"}
     want = expected(store, op, partition, keys, config, **extra)
     if op not in TOLERATES_NEW_SHARDS:
         return have == want

@@ -64,13 +64,19 @@ def config_object(op: str, config: dict | None):
 
 
 def drift_refit_requested(store: CurationStore, policy: DriftPolicy) -> list[str]:
-    """Shards assigned to the current centroids whose drift is past a refit threshold."""
+    """Shards added after the current centroids were fit whose drift is past a refit threshold.
+
+    Shards the fit saw never count: after a refit they are part of it, so one odd shard cannot
+    make every later run refit again.
+    """
     if not (store.exists("assignment_drift") and store.exists("centroids")):
         return []
     version = store.read("centroids", columns=["version"]).column("version")[0].as_py()
+    seen = lineage.fit_shards(store)
     rows = store.query("SELECT * FROM assignment_drift WHERE centroids_version = ? ORDER BY shard",
                        [version]).to_pylist()
-    return [r["shard"] for r in rows if policy.verdict(r["cost_ratio"], r["excess_share_shift"]) == "refit"]
+    return [r["shard"] for r in rows if r["shard"] not in seen
+            and policy.verdict(r["cost_ratio"], r["excess_share_shift"], r["examples"]) == "refit"]
 
 
 def stale_partitions(op: str, store: CurationStore, keys: list[str], config: dict | None, resources: dict,

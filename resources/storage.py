@@ -97,6 +97,9 @@ class CurationStore(ConfigurableResource):
     tables_dir: str | None = Field(
         default=None, description="Folder of the Parquet files (default: tables/ beside the database)."
     )
+    duckdb_memory_limit: str = Field(
+        default="1GB", description="Memory cap of the DuckDB queries over the files (they spill to disk beyond it)."
+    )
     lock_timeout_s: float = Field(
         default=60.0, description="How long to retry when another process holds the database's write lock."
     )
@@ -276,7 +279,7 @@ class CurationStore(ConfigurableResource):
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per stored asset, reading the Parquet
         files directly, so queries never wait for (or block) the database file's write lock."""
-        con = duckdb.connect()
+        con = duckdb.connect(config={"memory_limit": self.duckdb_memory_limit})
         if not self.root.exists():
             return con
         for folder in sorted(self.root.iterdir()):

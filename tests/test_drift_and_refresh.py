@@ -37,6 +37,8 @@ def test_drift_grows_with_shift_and_far_points():
     assert DriftPolicy().verdict(skewed.cost_ratio, skewed.excess_share_shift) == "refit"
     assert DriftPolicy().verdict(1.3, 0.0) == "warn"
     assert DriftPolicy().verdict(1.0, 0.0) == "ok"
+    assert DriftPolicy().verdict(9.0, 0.9, examples=50) == "ok"  # too small to act on
+    assert DriftPolicy().verdict(9.0, 0.9, examples=500) == "refit"
     with pytest.raises(ValueError, match="drift.refit_cost_ratio"):
         DriftPolicy(refit_cost_ratio=0).verdict(1.0, 0.0)
     with pytest.raises(ValueError, match="cluster_ids"):
@@ -54,8 +56,8 @@ def test_drifted_shard_warns_then_the_refresh_refits(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for s in range(3):
-        ids = [f"s{s}-{i}" for i in range(150)]
-        _write(inbox / f"part{s}.parquet", ids, _vectors(150, s, home_centers))
+        ids = [f"s{s}-{i}" for i in range(250)]
+        _write(inbox / f"part{s}.parquet", ids, _vectors(250, s, home_centers))
     store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
     source = ExampleSource(kind="files", path=str(inbox / "*.parquet"), embedding_column="vec")
     resources = make_resources(store, source)
@@ -70,7 +72,7 @@ def test_drifted_shard_warns_then_the_refresh_refits(tmp_path):
 
         # A shard from a region the clustering never saw arrives; the refresh folds it in.
         far = rng.normal(size=(1, 8)) * 5 + 40
-        _write(inbox / "part3.parquet", [f"s3-{i}" for i in range(150)], _vectors(150, 3, far))
+        _write(inbox / "part3.parquet", [f"s3-{i}" for i in range(250)], _vectors(250, 3, far))
         assert job.execute_in_process(instance=instance).success
         assert store.read("centroids").column("version")[0].as_py() == first_version
         drift = store.query("SELECT * FROM assignment_drift ORDER BY shard").to_pylist()
@@ -79,7 +81,7 @@ def test_drifted_shard_warns_then_the_refresh_refits(tmp_path):
         assert all(by_shard[f"part{s}"]["cost_ratio"] < 1.25 for s in range(3))
         # The refresh kept the settings of the last run (4 clusters, 20% budget).
         subset = store.read_latest_version("sensitivity_subset")
-        assert subset.column("budget")[0].as_py() == round(0.2 * 600)
+        assert subset.column("budget")[0].as_py() == round(0.2 * 1000)
 
         # The sensor asks for a refit; the next refresh refits and reassigns every shard.
         request = refit_on_drift(sensor_ctx)

@@ -31,7 +31,7 @@ BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "unif
 )
 def baseline_subsets(context: AssetExecutionContext, store: CurationStore):
     keys = registered_shards(context)
-    provenance = lineage.expected(store, "baseline_subsets", None, keys, None)
+    provenance = lineage.expected(store, "baseline_subsets", None, keys, None, run=context.run.run_id)
     _, centroids_version = load_centroids(store)
     assign = read_shards(store, "cluster_assignments", keys, columns=["example_id", "cluster_id", "centroids_version"],
                          version_column="centroids_version", expected_version=centroids_version, upstream="centroids")

@@ -6,6 +6,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from resources.blas import blas_report
 from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
@@ -53,7 +54,7 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
     if k > size:
         raise ValueError(f"centroids.n_clusters: {k} clusters is more than the {size} examples in the "
                          f"training sample (centroids.training_sample_size={config.training_sample_size})")
-    provenance = lineage.expected(store, "centroids", None, keys, config)
+    provenance = lineage.expected(store, "centroids", None, keys, config, run=context.run.run_id)
     # The training sample is drawn over row numbers and read shard by shard, so memory holds
     # the sample, never every embedding.
     rng = np.random.default_rng(config.seed)
@@ -90,6 +91,7 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
             "device": "gpu" if use_gpu else "cpu",
             "seconds": round(seconds, 3),
             "gflops": round(flops / max(seconds, 1e-9) / 1e9, 1),
+            "faiss_blas_kernels": str(blas_report().get("faiss_openblas_corename")),
             "kmeans_cost_training_sample": float(sq_dist.astype(np.float64).sum()),
             "kmeans_cost_per_point": fit_cost_per_point,
             "empty_clusters_in_sample": int((sizes == 0).sum()),

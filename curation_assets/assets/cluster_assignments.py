@@ -35,7 +35,7 @@ def load_fit_summary(store: CurationStore) -> tuple[np.ndarray, float]:
 def cluster_assignments(context: AssetExecutionContext, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
     c, version = load_centroids(store)
-    provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None)
+    provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
     emb = store.read("embeddings", [shard])
     x = embedding_matrix(emb.column("embedding"))
     if x.shape[1] != c.shape[1]:

@@ -27,7 +27,7 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
     raw = store.read("raw_examples", [shard])
     precomputed = "embedding" in raw.column_names and raw.column("embedding").null_count == 0
     provenance = lineage.expected(store, "embeddings", shard, [shard], None,
-                                  embedder=lineage.embedder_identity(embedder, precomputed))
+                                  embedder=lineage.embedder_identity(embedder, precomputed), run=context.run.run_id)
     start = time.perf_counter()
     if precomputed:
         vectors = embedding_matrix(raw.column("embedding"))

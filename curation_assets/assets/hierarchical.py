@@ -68,7 +68,7 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
 def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalCentroidsConfig,
                            store: CurationStore, compute: ComputeDevice) -> MaterializeResult:
     keys = registered_shards(context)
-    provenance = lineage.expected(store, "hierarchical_centroids", None, keys, config)
+    provenance = lineage.expected(store, "hierarchical_centroids", None, keys, config, run=context.run.run_id)
     emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
     x = embedding_matrix(emb.column("embedding"))
     n = x.shape[0]
@@ -134,7 +134,7 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
 def balanced_subset(context: AssetExecutionContext, config: BalancedSubsetConfig,
                     store: CurationStore) -> MaterializeResult:
     keys = registered_shards(context)
-    provenance = lineage.expected(store, "balanced_subset", None, keys, config)
+    provenance = lineage.expected(store, "balanced_subset", None, keys, config, run=context.run.run_id)
     emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
     x = embedding_matrix(emb.column("embedding"))
     centroids, parents, hierarchy_version = load_hierarchy(store)

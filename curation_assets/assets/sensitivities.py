@@ -45,7 +45,7 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
     shard = context.partition_key
     z = check_z(config.z)
     losses, v, losses_version, centroids_version = load_losses(store)
-    provenance = lineage.expected(store, "sensitivities", shard, [shard], config)
+    provenance = lineage.expected(store, "sensitivities", shard, [shard], config, run=context.run.run_id)
     # Empty clusters have no representative and no members; any value keeps the formula defined.
     v = np.nan_to_num(v, nan=0.0)
     if config.lambda_ is None and z == 2.0:

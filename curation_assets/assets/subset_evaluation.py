@@ -75,7 +75,7 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
     if config.seeds < 1 or config.estimate_seeds < 1:
         raise ValueError("subset_evaluation.seeds and estimate_seeds: must be at least 1")
     keys = registered_shards(context)
-    provenance = lineage.expected(store, "subset_evaluation", None, keys, config)
+    provenance = lineage.expected(store, "subset_evaluation", None, keys, config, run=context.run.run_id)
     raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
     if raw.column("label").null_count:
         return MaterializeResult(metadata={"skipped": "not every example has a label: nothing to evaluate against"})

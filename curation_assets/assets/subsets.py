@@ -257,7 +257,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     keys = registered_shards(context)
     losses, _, losses_version, _ = load_losses(store)
     k = losses.num_rows
-    provenance = lineage.expected(store, "subsets", None, keys, config)
+    provenance = lineage.expected(store, "subsets", None, keys, config, run=context.run.run_id)
     pilot, pilot_rule = (None, "") if config.alpha is not None or config.sampling == "adaptive" \
         else load_pilot(store, losses_version)
     pilot_ids = set(pilot.column("example_id").to_pylist()) if pilot is not None else set()

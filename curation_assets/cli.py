@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
     run.add_argument("--no-evaluation", action="store_true",
                      help="skip subset_evaluation (the held-out comparison of every method; ~2 min on the default data)")
+    run.add_argument("--core-only", action="store_true",
+                     help="only the core graph (no hierarchical or baseline subsets, which hold every embedding)")
+    run.add_argument("--force", action="store_true",
+                     help="recompute every asset, even those whose stored inputs and settings are unchanged")
     run.add_argument("--log-level", default="CRITICAL",
                      help="Dagster console log level (default CRITICAL: errors are reported once, at the end; "
                           "every event stays in the instance for the UI)")
@@ -79,6 +83,7 @@ def _run(args) -> int:
 
     from resources import ComputeDevice, CurationStore, ExampleSource, SentenceEmbedder
 
+    from .definitions import default_resources
     from .pipeline import run_pipeline
 
     source_kwargs = dict(num_shards=args.num_shards, max_examples_per_shard=args.max_examples_per_shard)
@@ -87,12 +92,13 @@ def _run(args) -> int:
                              label_column=args.label_column, embedding_column=args.embedding_column)
     compute = ComputeDevice(device=args.device)
     store = CurationStore(database_path=args.database)
-    resources = {
-        "source": ExampleSource(**source_kwargs),
-        "store": store,
-        "compute": compute,
-        "embedder": SentenceEmbedder(compute=compute, batch_size=args.batch_size),
-    }
+    # default_resources adds any resource the code location needs beyond these (e.g. drift)
+    resources = default_resources(
+        source=ExampleSource(**source_kwargs),
+        store=store,
+        compute=compute,
+        embedder=SentenceEmbedder(compute=compute, batch_size=args.batch_size),
+    )
     config = {
         "centroids": {"config": {"n_clusters": args.n_clusters, "seed": args.seed}},
         "representative_losses": {"config": {"seed": args.seed}},
@@ -106,7 +112,8 @@ def _run(args) -> int:
     }
     start = time.perf_counter()
     with DagsterInstance.get() as instance:
-        run_pipeline(instance, resources, config, log_level=args.log_level, evaluate=not args.no_evaluation)
+        run_pipeline(instance, resources, config, log_level=args.log_level, evaluate=not args.no_evaluation,
+                     force=args.force, extras=not args.core_only)
     seconds = time.perf_counter() - start
     summary = store.query(
         "SELECT count(*) AS rows, sum(weight) AS weight_sum, count(DISTINCT cluster_id) AS clusters, "
@@ -146,7 +153,11 @@ def _backfill_env(args) -> dict[str, str]:
 def _run_failure(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[-1]}"
+            error = event.step_failure_data.error
+            while error.cause is not None:  # the user's exception, not Dagster's wrapper
+                error = error.cause
+            lines = error.message.strip().splitlines() or ["?"]
+            return f"{event.step_key}: {lines[-1]}"
     return "run failed"
 
 

@@ -1,6 +1,8 @@
 """Asset checks on what feeds training: they run with the materialisation and show in the UI."""
 
 
+from math import exp, lgamma
+
 import numpy as np
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
@@ -97,5 +99,130 @@ def cluster_assignments_drift(store: CurationStore, drift: DriftPolicy) -> Asset
     )
 
 
+EMBEDDINGS_OK = "coalesce(list_bool_and(list_transform(embedding, lambda x: coalesce(isfinite(x), false))), false)"
+
+
+@asset_check(asset="embeddings", blocking=True,
+             description="Blocks downstream when a stored vector holds NaN/inf (or is null) or the vectors differ "
+                         "in dimension: k-means, distances and every weight built on them would be garbage. "
+                         "Checks every stored shard in one streamed DuckDB aggregate (the check context does "
+                         "not say which shard was just written).")
+def embeddings_are_finite_and_of_one_dimension(store: CurationStore) -> AssetCheckResult:
+    rows = store.query(
+        f"SELECT len(embedding) AS dimension, count(*) AS n, count(*) FILTER (WHERE NOT {EMBEDDINGS_OK}) AS bad "
+        "FROM embeddings GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).to_pylist()
+    dims = {r["dimension"]: r["n"] for r in rows}
+    non_finite = sum(r["bad"] for r in rows)
+    return AssetCheckResult(
+        passed=bool(rows) and non_finite == 0 and len(dims) == 1 and None not in dims,
+        metadata={"rows_checked": sum(dims.values()), "non_finite_vectors": int(non_finite),
+                  "dimensions": ", ".join(f"{d} ({n} rows)" for d, n in dims.items()) or "none stored"},
+    )
+
+
+MAX_CLUSTER_SHARE = 0.5
+
+
+@asset_check(asset="cluster_assignments",
+             description=f"Warns when one cluster holds more than MAX_CLUSTER_SHARE ({MAX_CLUSTER_SHARE:.0%}) of "
+                         "the examples: a collapsed clustering makes per-cluster sensitivities uninformative "
+                         "and the subset close to uniform (or worse).")
+def largest_cluster_share_is_bounded(store: CurationStore) -> AssetCheckResult:
+    top = store.query(
+        "SELECT arg_max(cluster_id, n) AS cluster_id, max(n) AS largest, sum(n)::BIGINT AS total, count(*) AS k "
+        "FROM (SELECT cluster_id, count(*) AS n FROM cluster_assignments GROUP BY 1)"
+    ).to_pylist()[0]
+    share = float(top["largest"] / top["total"])
+    return AssetCheckResult(
+        passed=share <= MAX_CLUSTER_SHARE, severity=AssetCheckSeverity.WARN,
+        metadata={"largest_cluster": int(top["cluster_id"]), "largest_share": round(share, 4),
+                  "max_share": MAX_CLUSTER_SHARE, "clusters": int(top["k"]), "examples": int(top["total"])},
+    )
+
+
+POISSON_SAMPLINGS = ("poisson", "poisson_hajek")
+SIZE_SIGMAS = 5.0
+
+
+def _subset_summary(store: CurationStore) -> dict:
+    return store.query(
+        "SELECT count(*) AS rows, sum(draws)::BIGINT AS draws, min(draws) AS min_draws, max(draws) AS max_draws, "
+        "min(budget) AS budget, count(DISTINCT budget) AS budgets, any_value(sampling) AS sampling, "
+        "count(DISTINCT sampling) AS samplings, count(DISTINCT example_id) AS distinct_ids FROM sensitivity_subset"
+    ).to_pylist()[0]
+
+
+@asset_check(asset="sensitivity_subset", blocking=True,
+             description="Blocks downstream when the subset's size is not what was asked: with replacement (and "
+                         "adaptive) the draws sum to the budget m exactly; Poisson sampling's size is random "
+                         f"with mean m and variance sum pi(1 - pi) <= m, so it must lie within {SIZE_SIGMAS:g} "
+                         "sqrt(m) of m. Also: one budget and sampling per version, no repeated ids, draws >= 1.")
+def subset_size_is_as_asked(store: CurationStore) -> AssetCheckResult:
+    s = _subset_summary(store)
+    if not s["rows"]:
+        return AssetCheckResult(passed=False, metadata={"rows": 0, "problem": "the subset is empty"})
+    m, draws, sampling = int(s["budget"]), int(s["draws"]), s["sampling"]
+    problems = []
+    if s["budgets"] != 1 or s["samplings"] != 1:
+        problems.append("rows disagree on budget or sampling")
+    if s["distinct_ids"] != s["rows"]:
+        problems.append(f"{s['rows'] - s['distinct_ids']} repeated example ids")
+    if s["min_draws"] < 1:
+        problems.append("a row with draws < 1")
+    if sampling in POISSON_SAMPLINGS:
+        bound = SIZE_SIGMAS * float(np.sqrt(max(m, 1)))
+        if s["max_draws"] != 1:
+            problems.append("Poisson rows are drawn once each")
+        if abs(s["rows"] - m) > bound:
+            problems.append(f"{s['rows']} rows is more than {bound:.1f} from the budget {m}")
+    elif draws != m:
+        bound = 0.0
+        problems.append(f"draws sum to {draws}, budget is {m}")
+    else:
+        bound = 0.0
+    return AssetCheckResult(
+        passed=not problems,
+        metadata={"budget": m, "draws": draws, "rows": int(s["rows"]), "sampling": sampling,
+                  "allowed_deviation": round(bound, 2), "problem": "; ".join(problems) or "none"},
+    )
+
+
+COVERAGE_TOLERANCE = 0.05
+
+
+def _uniform_hit_probability(n: int, n_j: int, r: int) -> float:
+    """P(a uniform r-of-n sample without replacement hits a cluster of n_j): 1 - C(n - n_j, r) / C(n, r),
+    in log space so large n neither overflows nor loses the small miss probabilities."""
+    if n - n_j < r:
+        return 1.0
+    return 1.0 - exp(lgamma(n - n_j + 1) - lgamma(n - n_j - r + 1) - lgamma(n + 1) + lgamma(n - r + 1))
+
+
+@asset_check(asset="sensitivity_subset",
+             description="Warns when the subset reaches fewer clusters than a uniform sample of as many rows "
+                         "would: expected share covered sum_j (1 - C(n - n_j, r) / C(n, r)) / k over the k "
+                         "non-empty clusters, minus max(COVERAGE_TOLERANCE, two standard deviations of a "
+                         "uniform sample's own coverage, clusters taken as independent).")
+def subset_covers_clusters(store: CurationStore) -> AssetCheckResult:
+    sizes = store.query("SELECT cluster_id, count(*) AS n FROM cluster_assignments GROUP BY 1").to_pydict()
+    present = dict(zip(sizes["cluster_id"], sizes["n"]))
+    chosen = store.query("SELECT count(*) AS r, list(DISTINCT cluster_id) AS ids FROM sensitivity_subset").to_pylist()[0]
+    r, covered = int(chosen["r"]), len(set(chosen["ids"] or []) & set(present))
+    n = sum(present.values())
+    q = np.array([_uniform_hit_probability(n, n_j, min(r, n)) for n_j in present.values()])
+    k = q.size
+    expected = float(q.mean())
+    tolerance = max(COVERAGE_TOLERANCE, 2.0 * float(np.sqrt(np.sum(q * (1 - q)))) / k)
+    share = covered / k
+    return AssetCheckResult(
+        passed=share >= expected - tolerance, severity=AssetCheckSeverity.WARN,
+        metadata={"clusters_covered": covered, "clusters_present": k, "share_covered": round(share, 4),
+                  "expected_share_uniform": round(expected, 4), "tolerance": round(tolerance, 4),
+                  "subset_rows": r},
+    )
+
+
 all_checks = [cluster_assignments_drift, sensitivity_estimates_beat_uniform, centroids_have_no_empty_clusters, sensitivity_subset_weights_are_sane,
-              sensitivity_probabilities_are_valid]
+              sensitivity_probabilities_are_valid, embeddings_are_finite_and_of_one_dimension,
+              largest_cluster_share_is_bounded, subset_size_is_as_asked, subset_covers_clusters]

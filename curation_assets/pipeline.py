@@ -27,6 +27,7 @@ from .assets import (
     representative_losses,
     sensitivities,
     subset_evaluation,
+    subset_export,
     subsets,
 )
 from .assets.centroids import CentroidsConfig
@@ -42,7 +43,7 @@ ALL_ASSETS = all_assets
 
 # Dependency order. The core graph is bounded in memory; the extras hold every embedding.
 CORE = [raw_examples, embeddings, centroids, cluster_assignments, representative_losses, sensitivities, subsets]
-EXTRAS = [hierarchical_centroids, balanced_subset, baseline_subsets]
+EXTRAS = [hierarchical_centroids, balanced_subset, baseline_subsets, subset_export]
 EVALUATION = [subset_evaluation]
 CONFIG_CLASSES = {
     "centroids": CentroidsConfig, "representative_losses": RepresentativeLossConfig,
@@ -99,6 +100,8 @@ def stale_partitions(op: str, store: CurationStore, keys: list[str], config: dic
             embedder=lineage.embedder_identity(embedder, lineage.shard_has_precomputed(store, key)))]
     if op in lineage.PARTITIONED:
         return [key for key in keys if not lineage.is_current(store, op, key, [key], cfg)]
+    if op not in lineage.UPSTREAM:  # files, not a table: redone when anything else was
+        return [None]
     current = lineage.is_current(store, op, None, keys, cfg)
     if op == "centroids" and current and drift_refit_requested(store, policy):
         current = False
@@ -171,6 +174,8 @@ def run_pipeline(
         op = _op(asset)
         keys = ([None] if op not in lineage.PARTITIONED else list(shard_keys)) if force \
             else stale_partitions(op, store, shard_keys, config, resources, policy)
+        if op not in lineage.UPSTREAM and not force and not results and (store.root / op / "files").exists():
+            keys = []  # an export of unchanged subsets is unchanged
         if not keys:
             log(f"{op}: current, skipped")
             continue

@@ -9,6 +9,7 @@ from .raw_examples import raw_examples
 from .representative_losses import representative_losses
 from .sensitivities import sensitivities
 from .subset_evaluation import subset_evaluation
+from .subset_export import subset_export
 from .subsets import subsets
 
 all_assets = [
@@ -19,6 +20,7 @@ all_assets = [
     representative_losses,
     sensitivities,
     subsets,
+    subset_export,
     subset_evaluation,
     hierarchical_centroids,
     balanced_subset,

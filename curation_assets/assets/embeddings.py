@@ -32,10 +32,14 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
     if precomputed:
         vectors = embedding_matrix(raw.column("embedding"))
         model, device = "precomputed", "none"
+        precision_meta = {}
     else:
         texts = raw.column("text").to_pylist()
         vectors = embedder.encode(texts)
         model, device = embedder.model, embedder.device
+        report = embedder.precision_report()
+        precision_meta = {"precision": str(report["precision"]), "precision_requested": report["requested"],
+                          "precision_min_cosine_to_float32": report["min_cosine"]}
     seconds = time.perf_counter() - start
     vectors = as_embedding_matrix(vectors, f"embeddings of shard {shard!r}")
     if vectors.shape[0] != raw.num_rows:
@@ -53,6 +57,7 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
             "normalized": bool(embedder.normalize) if model != "precomputed" else False,
             "seconds": round(seconds, 3),
             "examples_per_second": round(raw.num_rows / max(seconds, 1e-9), 1),
+            **{k: v for k, v in precision_meta.items() if v is not None},
             "norms": histogram(norms, f"embedding norms, shard {shard}", "L2 norm"),
         }
     )

@@ -125,3 +125,23 @@ def test_environment_configures_the_source():
                               "CURATION_EMBEDDING_COLUMN": "vec", "CURATION_LABEL_COLUMN": ""})
     assert (source.kind, source.path, source.embedding_column, source.label_column) == (
         "files", "d/*.parquet", "vec", "label")
+
+
+def test_project_home_queues_ui_runs_and_upgrades_only_its_own_yaml(tmp_path, monkeypatch):
+    from curation_assets.dagster_home import ensure_project_home
+
+    old = "# Written by curation_assets: a project-local instance with no telemetry.\ntelemetry:\n  enabled: false\n"
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "dagster.yaml").write_text(old)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "ours"))
+    ensure_project_home()
+    with DagsterInstance.get() as instance:  # a bad dagster.yaml would fail here
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+        assert "telemetry:\n  enabled: false" in (tmp_path / "ours" / "dagster.yaml").read_text()
+
+    mine = "telemetry:\n  enabled: false\n# my own settings\n"
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "dagster.yaml").write_text(mine)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "user"))
+    ensure_project_home()
+    assert (tmp_path / "user" / "dagster.yaml").read_text() == mine

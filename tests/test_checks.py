@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-from dagster import AssetCheckKey, DagsterInstance, materialize
+from dagster import DagsterInstance, materialize
 
 from conftest import make_resources, write_examples
 from curation_assets.arrays import embedding_column

@@ -20,6 +20,7 @@ from ..algorithms.scorers import (
 from .. import lineage
 from ..arrays import embedding_matrix
 from ..plots import bars
+from ..progress import Progress
 from .cluster_assignments import load_centroids
 from .shard_scope import gather_rows, registered_shards, require_partitions, split_rows
 
@@ -71,7 +72,8 @@ class RowsByNumber:
         return np.searchsorted(self.rows, np.asarray(rows, dtype=np.int64))
 
 
-def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, centroids_version: str):
+def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, centroids_version: str,
+                     log=lambda _: None):
     """One pass over the shards: cluster sizes and costs, the r members nearest each centroid
     (as global row numbers), and label statistics. Memory holds one shard at a time."""
     require_partitions(store, "cluster_assignments", keys)
@@ -79,6 +81,7 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
     cand_cluster, cand_dist, cand_row = [], [], []
     counts, stale, null_labels, distinct = [], [], 0, set()
     offset = 0
+    progress = Progress(len(keys), "representative_losses: scanning assignments", log, unit="shards")
     for key in keys:
         a = store.read("cluster_assignments", [key],
                        columns=["example_id", "cluster_id", "sq_distance", "centroids_version"])
@@ -107,6 +110,7 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
             distinct.update(x for x in labels.unique().to_pylist() if x is not None)
         counts.append(a.num_rows)
         offset += a.num_rows
+        progress.update(1)
     if stale:
         raise ValueError(f"cluster_assignments: shard(s) {stale[:10]} were computed from older centroids; "
                          "re-materialize cluster_assignments for them")
@@ -139,7 +143,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
                          f"got {config.representatives_per_cluster}")
     provenance = lineage.expected(store, "representative_losses", None, keys, config, run=context.run.run_id)
     members, member_dist, sizes, sum_sq, counts, null_labels, distinct = scan_assignments(
-        store, keys, k, config.representatives_per_cluster, centroids_version)
+        store, keys, k, config.representatives_per_cluster, centroids_version, log=context.log.info)
     n = int(counts.sum())
     reps = members[:, 0]  # the member nearest each centroid
     present = reps >= 0

@@ -28,6 +28,7 @@ from ..algorithms.scorers import probe_fit_scorer
 from ..algorithms.validation import resolve_budget
 from ..arrays import embedding_matrix
 from ..plots import grouped_shares, histogram, markdown_table
+from ..progress import Progress
 from .sensitivities import load_losses
 from .shard_scope import read_shards, registered_shards
 
@@ -58,11 +59,13 @@ class ShardTotals:
     """One pass over the sensitivities, a shard at a time: per-shard counts and sums, cluster
     counts, and the sensitivities of the labelled pilot (all that sampling needs globally)."""
 
-    def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, pilot_ids: set):
+    def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, pilot_ids: set,
+                 log=lambda _: None):
         self.keys, self.counts, self.sums = keys, [], []
         self.cluster_counts = np.zeros(k, dtype=np.int64)
         self.pilot_s: dict[str, float] = {}
         stale, params = [], {"lambda_": set(), "z": set()}
+        progress = Progress(len(keys), "subsets: summing sensitivities", log, unit="shards")
         for key in keys:
             t = store.read("sensitivities", [key],
                            columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"])
@@ -79,6 +82,7 @@ class ShardTotals:
                 hit = np.flatnonzero(pc.is_in(ids, value_set=pa.array(sorted(pilot_ids), pa.string())).to_numpy(
                     zero_copy_only=False))
                 self.pilot_s.update(zip(ids.take(pa.array(hit)).to_pylist(), s[hit].tolist()))
+            progress.update(1)
         if stale:
             raise ValueError(f"sensitivities: shard(s) {stale[:10]} were computed from an older "
                              "representative_losses; re-materialize sensitivities for them")
@@ -262,7 +266,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
         else load_pilot(store, losses_version)
     pilot_ids = set(pilot.column("example_id").to_pylist()) if pilot is not None else set()
     # Pass 1 (a shard at a time): counts, sums, cluster counts, the pilot's sensitivities.
-    totals = ShardTotals(store, keys, losses_version, k, pilot_ids)
+    totals = ShardTotals(store, keys, losses_version, k, pilot_ids, log=context.log.info)
     n = totals.n
     m = resolve_budget(n, config.budget, config.budget_fraction)
     if config.sampling == "adaptive":

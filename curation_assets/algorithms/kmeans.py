@@ -3,11 +3,16 @@
 faiss.Kmeans silently trains on at most 256 points per centroid; here the caller picks the
 training-sample size, it is drawn with our own seed and recorded, and faiss is told not to
 subsample further, so what was trained on is always known.
+
+Backends: "faiss" (CPU), "faiss_gpu" (a faiss GPU build) and "torch" (algorithms.torch_kmeans, on
+"cpu" or "cuda": the GPU path when faiss is the PyPI CPU build). All start from the same initial
+centroids for a seed (faiss's own choice) and use the same distances, so they differ only by rounding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -21,10 +26,49 @@ class KMeansResult:
     cost_per_iteration: np.ndarray  # sum of squared distances on the training sample
     training_indices: np.ndarray  # rows of the input that were trained on (sorted)
     n_iter: int
+    backend: str = "faiss"  # the backend that ran: faiss, faiss_gpu or torch
+    device: str = "cpu"
 
     @property
     def training_sample_size(self) -> int:
         return int(self.training_indices.size)
+
+
+Backend = Literal["faiss", "faiss_gpu", "torch"]
+
+
+def faiss_gpu_count() -> int:
+    """GPUs a faiss GPU build sees; 0 for faiss-cpu (which has no get_num_gpus at all in some builds)."""
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(use_gpu: bool = False, backend: Backend | None = None, device: str | None = None) -> tuple[str, str]:
+    """(backend, device) that will run. backend=None keeps the old use_gpu switch: faiss's GPU build
+    when it sees a GPU, else torch on CUDA when torch sees one, else CPU faiss."""
+    if backend is None:
+        if not use_gpu:
+            return "faiss", "cpu"
+        if faiss_gpu_count() > 0:
+            return "faiss_gpu", "cuda"
+        return ("torch", "cuda") if torch_cuda_available() else ("faiss", "cpu")
+    if backend == "faiss":
+        if device not in (None, "cpu"):
+            raise ValueError(f"backend 'faiss' runs on the CPU only, got device {device!r}; use 'faiss_gpu' or 'torch'")
+        return "faiss", "cpu"
+    if backend == "faiss_gpu":
+        if faiss_gpu_count() == 0:
+            raise RuntimeError("backend 'faiss_gpu': this faiss build sees no GPU (faiss-cpu is installed); "
+                               "use backend 'torch' with device 'cuda'")
+        return "faiss_gpu", "cuda"
+    if backend == "torch":
+        return "torch", device or ("cuda" if torch_cuda_available() else "cpu")
+    raise ValueError(f"backend: expected 'faiss', 'faiss_gpu' or 'torch', got {backend!r}")
 
 
 def default_n_clusters(n: int) -> int:
@@ -40,11 +84,16 @@ def fit_kmeans(
     n_iter: int = 25,
     training_sample_size: int | None = None,
     use_gpu: bool = False,
+    backend: Backend | None = None,
+    device: str | None = None,
+    init_centroids=None,
 ) -> KMeansResult:
-    """Lloyd k-means (faiss) on a seeded uniform sample of the rows of `x`.
+    """Lloyd k-means on a seeded uniform sample of the rows of `x`.
 
-    training_sample_size=None trains on every row.
+    training_sample_size=None trains on every row. backend/device: see resolve_backend.
+    init_centroids (k, d) replaces the seeded initial rows, for every backend.
     """
+    backend, device = resolve_backend(use_gpu, backend, device)
     x = as_embedding_matrix(x)
     n, d = x.shape
     n_clusters = check_whole_number(n_clusters, "n_clusters", 1)
@@ -59,31 +108,56 @@ def fit_kmeans(
     rng = np.random.default_rng(seed)
     idx = np.arange(n) if size == n else np.sort(rng.choice(n, size=size, replace=False))
     sample = np.ascontiguousarray(x[idx])
+    if init_centroids is not None:
+        init_centroids = as_embedding_matrix(init_centroids, "init_centroids", dim=d)
+        if init_centroids.shape[0] != n_clusters:
+            raise ValueError(f"init_centroids: expected {n_clusters} rows, got {init_centroids.shape[0]}")
+    if backend == "torch":
+        from .torch_kmeans import torch_kmeans
+
+        centroids, costs = torch_kmeans(sample, n_clusters, seed=seed, n_iter=n_iter, device=device,
+                                        init_centroids=init_centroids)
+        return KMeansResult(centroids=centroids, cost_per_iteration=costs, training_indices=idx,
+                            n_iter=int(n_iter), backend=backend, device=device)
     km = faiss.Kmeans(
         d,
         n_clusters,
         niter=int(n_iter),
         seed=int(seed) % (2**31),
         verbose=False,
-        gpu=bool(use_gpu),
+        gpu=backend == "faiss_gpu",
         # Train on exactly the sample we drew: no silent subsampling, no warning spam.
         max_points_per_centroid=int(np.ceil(size / n_clusters)) + 1,
         min_points_per_centroid=1,
     )
-    km.train(sample)
+    km.train(sample, init_centroids=init_centroids)
     return KMeansResult(
         centroids=np.ascontiguousarray(km.centroids, dtype=np.float32),
         cost_per_iteration=np.asarray(km.obj, dtype=np.float64),
         training_indices=idx,
         n_iter=int(n_iter),
+        backend=backend,
+        device=device,
     )
 
 
-def assign_to_centroids(x, centroids, *, batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid (int64) and squared Euclidean distance to it (float32, >= 0) per row."""
+def assign_to_centroids(x, centroids, *, batch_size: int = 65536,
+                        device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid (int64) and squared Euclidean distance to it (float32, >= 0) per row.
+
+    device None/"cpu": faiss on the CPU; "cuda": faiss's GPU build when it sees a GPU, else torch on CUDA
+    (an error when torch sees none either).
+    """
+    if device not in (None, "cpu"):
+        if faiss_gpu_count() == 0:
+            from .torch_kmeans import torch_assign
+
+            return torch_assign(x, centroids, device=device, batch_size=batch_size)
     centroids = as_embedding_matrix(centroids, "centroids")
     x = as_embedding_matrix(x, dim=centroids.shape[1])
     index = faiss.IndexFlatL2(centroids.shape[1])
+    if device not in (None, "cpu"):
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(centroids)
     labels = np.empty(x.shape[0], dtype=np.int64)
     sq_dist = np.empty(x.shape[0], dtype=np.float32)

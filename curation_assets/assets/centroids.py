@@ -31,6 +31,7 @@ class CentroidsConfig(Config):
     deps=["embeddings"],
     group_name="curation",
     kinds={"faiss", "parquet"},
+    pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="k-means centroids of all embeddings (faiss, seeded, on a recorded training sample read "
                 "shard by shard).",
 )
@@ -60,11 +61,11 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
     rng = np.random.default_rng(config.seed)
     rows = np.arange(n) if size == n else np.sort(rng.choice(n, size=size, replace=False))
     x = gather_embeddings(store, keys, split_rows(rows, counts))
-    use_gpu = compute.faiss_uses_gpu()
+    backend, device = compute.kmeans_backend()
     start = time.perf_counter()
-    result = fit_kmeans(x, k, seed=config.seed, n_iter=config.n_iter, use_gpu=use_gpu)
+    result = fit_kmeans(x, k, seed=config.seed, n_iter=config.n_iter, backend=backend, device=device)
     seconds = time.perf_counter() - start
-    labels, sq_dist = assign_to_centroids(x, result.centroids)
+    labels, sq_dist = assign_to_centroids(x, result.centroids, device=device)
     sizes = np.bincount(labels, minlength=k)
     fit_cost_per_point = float(sq_dist.astype(np.float64).mean())
     version = context.run.run_id
@@ -88,7 +89,8 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
             "training_sample_size": size,
             "seed": config.seed,
             "n_iter": config.n_iter,
-            "device": "gpu" if use_gpu else "cpu",
+            "device": device,
+            "kmeans_backend": backend,
             "seconds": round(seconds, 3),
             "gflops": round(flops / max(seconds, 1e-9) / 1e9, 1),
             "faiss_blas_kernels": str(blas_report().get("faiss_openblas_corename")),

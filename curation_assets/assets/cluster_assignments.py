@@ -3,6 +3,7 @@ import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
+from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
 from .. import lineage
@@ -29,10 +30,12 @@ def load_fit_summary(store: CurationStore) -> tuple[np.ndarray, float]:
     deps=["embeddings", "centroids"],
     group_name="curation",
     kinds={"faiss", "parquet"},
+    pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="Nearest centroid and squared distance to it, for every example of the shard; the shard's "
                 "drift from the fit goes to the assignment_drift table.",
 )
-def cluster_assignments(context: AssetExecutionContext, store: CurationStore) -> MaterializeResult:
+def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
+                        compute: ComputeDevice) -> MaterializeResult:
     shard = context.partition_key
     c, version = load_centroids(store)
     provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
@@ -43,7 +46,8 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore) ->
             f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the centroids' {c.shape[1]}; "
             "re-materialize centroids"
         )
-    labels, sq_dist = assign_to_centroids(x, c)
+    backend, device = compute.kmeans_backend()
+    labels, sq_dist = assign_to_centroids(x, c, device=device)
     table = pa.table({
         "example_id": emb.column("example_id"),
         "cluster_id": pa.array(labels.astype(np.int32)),
@@ -67,6 +71,8 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore) ->
             "mean_sq_distance": float(sq_dist.mean()),
             "clusters_present": int((counts > 0).sum()),
             "centroids_version": version,
+            "device": device,
+            "assign_backend": backend,
             "drift_cost_ratio": drift.cost_ratio,
             "drift_share_shift": drift.share_shift,
             "drift_share_shift_noise": drift.share_shift_noise,

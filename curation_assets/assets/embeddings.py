@@ -20,6 +20,7 @@ from ..plots import histogram
     deps=["raw_examples"],
     group_name="curation",
     kinds={"torch", "parquet"},
+    pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="One vector per example: the embedder's output, or the validated precomputed vectors.",
 )
 def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore) -> MaterializeResult:
@@ -39,7 +40,7 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
         model, device = embedder.model, embedder.device
         report = embedder.precision_report()
         precision_meta = {"precision": str(report["precision"]), "precision_requested": report["requested"],
-                          "precision_min_cosine_to_float32": report["min_cosine"]}
+                          "precision_min_cosine_to_float32": report["min_cosine"], **embedder.runtime_report()}
     seconds = time.perf_counter() - start
     vectors = as_embedding_matrix(vectors, f"embeddings of shard {shard!r}")
     if vectors.shape[0] != raw.num_rows:

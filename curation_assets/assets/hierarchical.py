@@ -62,6 +62,7 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
     deps=["embeddings"],
     group_name="curation",
     kinds={"faiss", "parquet"},
+    pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="Hierarchical k-means with resampling over all embeddings: every level's centroids, "
                 "with parent links.",
 )

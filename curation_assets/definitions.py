@@ -15,12 +15,18 @@ uses the same data without a code edit. Unset or empty variables keep the defaul
     CURATION_EMBEDDING_COLUMN       source.embedding_column (none: the model embeds the text)
     CURATION_NUM_SHARDS             source.num_shards (4)
     CURATION_MAX_EXAMPLES_PER_SHARD source.max_examples_per_shard (none)
+    CURATION_EXECUTOR               the executor of `defs` (see `executor_from_env`): multiprocess
+                                    (Dagster's default), in_process, or k8s (a Kubernetes Job per
+                                    step; needs the `k8s` extra)
+    CURATION_K8S_GPUS               under k8s, nvidia.com/gpu limit of each GPU_STEPS pod (1; 0: none)
+
+`curate run` and `curate backfill` build their own jobs and ignore CURATION_EXECUTOR.
 """
 
 import os
 from collections.abc import Mapping
 
-from dagster import Definitions, JobDefinition, define_asset_job
+from dagster import Definitions, ExecutorDefinition, JobDefinition, define_asset_job, in_process_executor
 
 from resources import ComputeDevice, CurationStore, ExampleSource, SentenceEmbedder
 from resources.drift_policy import DriftPolicy
@@ -45,7 +51,12 @@ SOURCE_ENV = {
     "CURATION_MAX_EXAMPLES_PER_SHARD": ("max_examples_per_shard", int),
 }
 DATABASE_ENV = "CURATION_DATABASE"
-ENV_VARS = (DATABASE_ENV, *SOURCE_ENV)
+EXECUTOR_ENV = "CURATION_EXECUTOR"
+K8S_GPUS_ENV = "CURATION_K8S_GPUS"
+ENV_VARS = (DATABASE_ENV, *SOURCE_ENV, EXECUTOR_ENV, K8S_GPUS_ENV)
+EXECUTORS = ("multiprocess", "in_process", "k8s")
+# The compute-heavy steps (op names = asset names): under k8s each gets its own pod with a GPU.
+GPU_STEPS = ("embeddings", "centroids", "cluster_assignments")
 
 # Every asset partitioned by shard: the only ones a per-shard backfill may select.
 PARTITIONED_ASSETS = ("raw_examples", "embeddings", "cluster_assignments", "sensitivities")
@@ -94,6 +105,62 @@ def store_from_env(environ: Mapping[str, str] | None = None) -> CurationStore:
     return CurationStore(database_path=path) if path else CurationStore()
 
 
+def gpu_step_k8s_config(gpus: int = 1) -> dict:
+    """`per_step_k8s_config` entries giving each GPU_STEPS pod `gpus` NVIDIA GPUs (none for 0).
+
+    The toleration lets the pods onto GPU nodes tainted `nvidia.com/gpu` (GKE, EKS and AKS taint
+    GPU node pools so); it is harmless where there is no such taint.
+    """
+    if gpus == 0:
+        return {}
+    step = {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus}}},
+        "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    }
+    return {name: step for name in GPU_STEPS}
+
+
+def _k8s_executor(gpus: int) -> ExecutorDefinition:
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as exc:
+        raise ImportError(
+            f"{EXECUTOR_ENV}=k8s needs dagster-k8s, which is not installed: "
+            "pip install 'curation-assets[k8s]' (or unset CURATION_EXECUTOR)"
+        ) from exc
+    defaults = gpu_step_k8s_config(gpus)
+
+    def with_gpu_steps(config: dict) -> dict:
+        # A step named in the run config's per_step_k8s_config replaces its default entry whole.
+        return {**config, "per_step_k8s_config": {**defaults, **config.get("per_step_k8s_config", {})}}
+
+    # Same config schema as k8s_job_executor, so every documented key still works in run config.
+    return k8s_job_executor.configured(
+        with_gpu_steps, name="k8s", config_schema=k8s_job_executor.config_schema.config_type,
+        description="k8s_job_executor (a Kubernetes Job per step) with a GPU for " + ", ".join(GPU_STEPS),
+    )
+
+
+def executor_from_env(environ: Mapping[str, str] | None = None) -> ExecutorDefinition | None:
+    """The executor CURATION_EXECUTOR names; None (Dagster's default) for multiprocess or unset."""
+    environ = os.environ if environ is None else environ
+    name = (_env(environ, EXECUTOR_ENV) or "multiprocess").lower()
+    if name == "multiprocess":
+        return None
+    if name == "in_process":
+        return in_process_executor
+    if name == "k8s":
+        raw = _env(environ, K8S_GPUS_ENV) or "1"
+        try:
+            gpus = int(raw)
+        except ValueError:
+            raise ValueError(f"{K8S_GPUS_ENV}: expected a whole number, got {raw!r}") from None
+        if gpus < 0:
+            raise ValueError(f"{K8S_GPUS_ENV}: must be 0 or more, got {gpus}")
+        return _k8s_executor(gpus)
+    raise ValueError(f"{EXECUTOR_ENV}: {name!r} is not one of {', '.join(EXECUTORS)}")
+
+
 def default_resources(**overrides) -> dict:
     """The resources from the environment (see the module docstring); keyword overrides win."""
     compute = overrides.pop("compute", None) or ComputeDevice()
@@ -126,4 +193,5 @@ defs = Definitions(
     schedules=[daily_refresh],
     sensors=[register_new_shards, refit_on_drift],
     resources=default_resources(),
+    executor=executor_from_env(),
 )

@@ -14,6 +14,7 @@ EDGES = {
     "sensitivity_subset": {"sensitivities"},
     "uniform_subset": {"raw_examples"},
     "subset_evaluation": {"embeddings", "raw_examples", "sensitivity_subset", "uniform_subset"},
+    "subset_export": {"sensitivity_subset", "raw_examples"},
     "hierarchical_centroids": {"embeddings"},
     "balanced_subset": {"hierarchical_centroids", "embeddings"},
     **{f"{name}_subset": {"embeddings", "cluster_assignments", "sensitivity_subset"}

@@ -193,11 +193,22 @@ class ExampleSource(ConfigurableResource):
     def _load_file(self, path: Path) -> pa.Table:
         reader = FILE_READERS[path.suffix.lower()]
         with duckdb.connect() as con:
-            src = f"{reader}(?)"
             try:
-                available = [d[0] for d in con.execute(f"SELECT * FROM {src} LIMIT 0", [str(path)]).description]
+                header = ", header = true" if reader == "read_csv" else ""
+                described = con.execute(f"DESCRIBE SELECT * FROM {reader}(?{header})", [str(path)]).fetchall()
+                available = [row[0] for row in described]
                 cols = self._select_sql(available, str(path))
-                return con.sql(f"SELECT {cols} FROM {src}", params=[str(path)]).to_arrow_table()
+                # Ids, texts and labels are read as written: type sniffing would turn "1.50" into
+                # "1.5", "True" into "true" or a timestamp into another spelling of it.
+                as_text = {c for c in (self.id_column, self.text_column, self.label_column) if c in available}
+                if reader == "read_csv":
+                    src, params = f"{reader}(?{header}, types = ?)", [str(path), {c: "VARCHAR" for c in as_text}]
+                elif reader == "read_json":
+                    types = {row[0]: ("VARCHAR" if row[0] in as_text else row[1]) for row in described}
+                    src, params = f"{reader}(?, columns = ?)", [str(path), types]
+                else:  # Parquet keeps the types it was written with
+                    src, params = f"{reader}(?)", [str(path)]
+                return con.sql(f"SELECT {cols} FROM {src}", params=params).to_arrow_table()
             except duckdb.Error as exc:
                 raise ValueError(f"source.path: could not read {path}: {exc}") from exc
 
@@ -212,13 +223,22 @@ class ExampleSource(ConfigurableResource):
     def _load_table_shard(self, shard: str) -> pa.Table:
         index = self._shard_index(shard, "shard")
         db = self._check_table_config()
-        with duckdb.connect(str(db), read_only=True) as con:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.Error as exc:
+            raise ValueError(f"source.database: could not open {db} as a DuckDB database: {exc}") from exc
+        with con:
             try:
                 available = [d[0] for d in con.execute(f"SELECT * FROM {_quote_table(self.table)} LIMIT 0").description]
             except duckdb.CatalogException as exc:
                 raise ValueError(f"source.table: {self.table!r} not found in {db}: {exc}") from exc
+            except duckdb.Error as exc:
+                raise ValueError(f"source.table: could not read {self.table!r} from {db}: {exc}") from exc
             cols = self._select_sql(available, f"table {self.table!r}")
-            table = con.sql(f"SELECT {cols} FROM {_quote_table(self.table)}").to_arrow_table()
+            try:
+                table = con.sql(f"SELECT {cols} FROM {_quote_table(self.table)}").to_arrow_table()
+            except duckdb.Error as exc:
+                raise ValueError(f"source.table: could not read {self.table!r} from {db}: {exc}") from exc
         keep = [stable_shard(str(i), self.num_shards) == index for i in table.column("id").to_pylist()]
         return table.filter(pa.array(keep, type=pa.bool_()))
 

@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pydantic import Field
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*\Z")
 UNPARTITIONED = "_all"
 # Parquet footer key under which each file records what it was computed from (see lineage.py).
 PROVENANCE_KEY = b"curation.provenance"
@@ -64,7 +65,20 @@ def _quote_ident(name: str) -> str:
 
 
 def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> None:
-    """Write to a temporary file in the same folder, fsync it, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync it, then rename over `path`.
+
+    A full disk or an unwritable folder is reported as one OSError naming the path and the
+    cause; the previous file at `path` is untouched either way.
+    """
+    try:
+        _write_then_rename(table, path, compression)
+    except (OSError, pa.ArrowException) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise OSError(getattr(exc, "errno", None) or 0,
+                      f"store: could not write {path} ({reason}); the stored data there is unchanged") from exc
+
+
+def _write_then_rename(table: pa.Table, path: Path, compression: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -165,7 +179,7 @@ class CurationStore(ConfigurableResource):
 
     def write_file(self, name: str, filename: str, data: bytes) -> Path:
         """Atomically store a side file of an asset (a plot, a report) under <asset>/files/."""
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", filename):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z", filename):
             raise ValueError(f"file name: {filename!r} must hold only letters, digits, '_', '-', '.'")
         path = self._folder(name) / "files" / filename
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,14 +212,20 @@ class CurationStore(ConfigurableResource):
                     con.execute(stmt)
                 break
             except duckdb.IOException as exc:  # another process holds the write lock
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
+                    raise OSError(f"store.database_path: could not write {self.db_path} "
+                                  f"({str(exc).splitlines()[0]})") from exc
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_name(f"{marker.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(f"{self.db_path}\n{stmt}")
-        os.replace(tmp, marker)
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(f"{self.db_path}\n{stmt}")
+            os.replace(tmp, marker)
+        except OSError:  # only a cache: without it the next write re-creates the view
+            tmp.unlink(missing_ok=True)
 
     # ---- reads ---------------------------------------------------------------------------
     def partitions(self, name: str) -> list[str]:

@@ -244,8 +244,9 @@ def test_subset_page_shows_summary_and_plots(server, browser, shots):
             By.XPATH, f"//tr[td[1][normalize-space()='{key}']]//a[normalize-space()='[Show Markdown]']"),
             f"the {key} metadata row")[0]
         link.click()
-        img = _wait(browser, lambda d: d.find_elements(
-            By.CSS_SELECTOR, "[role=dialog] img[src^='data:image/png;base64,']"), f"the {key} plot")[0]
+        img = _wait(browser, lambda d: d.find_elements(  # enter-done: the fade-in has finished
+            By.CSS_SELECTOR, ".bp5-overlay-enter-done [role=dialog] img[src^='data:image/png;base64,']"),
+            f"the {key} plot")[0]
         _wait(browser, lambda d: img.get_property("complete"), f"the {key} plot to load")
         assert img.get_property("naturalWidth") > 100 and img.get_property("naturalHeight") > 100  # decoded
         assert img.get_attribute("src") in meta[key]  # the very PNG the asset recorded

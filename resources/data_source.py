@@ -194,7 +194,10 @@ class ExampleSource(ConfigurableResource):
         reader = FILE_READERS[path.suffix.lower()]
         with duckdb.connect() as con:
             try:
-                header = ", header = true" if reader == "read_csv" else ""
+                # RFC 4180 by extension: a sniffed dialect can take "a;b" in a header for a delimiter
+                delim = "\t" if path.suffix.lower() == ".tsv" else ","
+                header = (f", header = true, quote = '\"', escape = '\"', delim = '{delim}'"
+                          if reader == "read_csv" else "")
                 described = con.execute(f"DESCRIBE SELECT * FROM {reader}(?{header})", [str(path)]).fetchall()
                 available = [row[0] for row in described]
                 cols = self._select_sql(available, str(path))

@@ -92,6 +92,8 @@ def test_files_round_trip_or_fail_naming_the_input(fmt, rows, id_col, text_col):
     valid = len(set(id_values)) == len(id_values)
     if fmt == "csv":  # an empty CSV field is NULL, by the format's own convention
         valid = valid and all(id_values) and all(text_values)
+        # and DuckDB strips blanks around header names: a blank name becomes column<N>
+        valid = valid and all(c.strip() == c and c for c in (id_col, text_col))
     if isinstance(got, Exception):
         # CSV has no one dialect: content a sniffer cannot parse is refused naming source.path
         sniffed = fmt == "csv" and "source.path" in str(got)
@@ -136,6 +138,8 @@ def test_column_names_from_config_are_quoted_or_named_in_the_error(fmt, id_col, 
         source = ExampleSource(kind="files", path=str(Path(tmp) / f"*.{fmt}"), id_column=wanted_id,
                                text_column=wanted_text)
         got = _load(source, "s")
+    if isinstance(got, Exception) and fmt == "csv" and "source.path" in str(got):
+        return  # a header DuckDB cannot parse (a newline inside a quoted name) is refused naming the file
     if isinstance(got, Exception):
         missing = [f for f, w in (("id_column", wanted_id), ("text_column", wanted_text)) if w not in (id_col, text_col)]
         assert missing or wanted_id == wanted_text, f"existing columns refused: {got}"
@@ -264,21 +268,31 @@ PARAMS = {  # op -> {parameter: values, mostly bad}
 }
 
 
+# Found by this property, in asset code this change may not touch: huge finite values reach
+# numpy / faiss / matplotlib unchecked and fail with errors that do not name the parameter.
+KNOWN_UNNAMED = {("sensitivities", "z"), ("representative_losses", "representatives_per_cluster"),
+                 ("centroids", "n_iter")}
+
+
+def _huge(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and abs(value) > 10**6
+
+
 @st.composite
 def asset_configs(draw):
     op = draw(st.sampled_from(sorted(PARAMS)))
     param = draw(st.sampled_from(sorted(PARAMS[op])))
-    return op, param, draw(PARAMS[op][param])
+    value = draw(PARAMS[op][param].filter(lambda v: not ((op, param) in KNOWN_UNNAMED and _huge(v))))
+    return op, param, value
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
-@given(case=asset_configs())
-def test_bad_parameters_are_named_and_nothing_stored_changes(good_store, case):
-    """Each parameter value either runs or fails naming the parameter, with every stored byte as before."""
-    op, param, value = case
+def _run_case(good_store, op, param, value):
     db_dir, source, instance = good_store
     config = {k: {"config": dict(v["config"])} for k, v in GOOD_CONFIG.items()}
     config.setdefault(op, {"config": {}})["config"][param] = value
+    if param == "budget_fraction":  # an explicit budget would win over it
+        del config["subsets"]["config"]["budget"]
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "db"
         shutil.copytree(db_dir, copy)
@@ -287,10 +301,26 @@ def test_bad_parameters_are_named_and_nothing_stored_changes(good_store, case):
         try:
             run_pipeline(instance, make_resources(store, source), config, log=lambda _: None, extras=False)
         except Exception as exc:  # noqa: BLE001
+            assert snapshot(copy) == before, f"{op}.{param}={value!r} failed but changed stored files"
             msg = f"{exc} {exc.__cause__ or ''}"
             assert param in msg, f"{op}.{param}={value!r}: error does not name it: {type(exc).__name__}: {msg[:500]}"
-            assert snapshot(copy) == before, f"{op}.{param}={value!r} failed but changed stored files"
         else:
-            bad = isinstance(value, float) and not math.isfinite(value)
-            assert not bad, f"{op}.{param}={value!r} accepted"
-            assert np.isfinite(store.query("SELECT sum(weight) AS w FROM sensitivity_subset").column("w")[0].as_py())
+            assert not (isinstance(value, float) and not math.isfinite(value)), f"{op}.{param}={value!r} accepted"
+            w = store.query("SELECT sum(weight) AS w FROM sensitivity_subset").column("w")[0].as_py()
+            assert math.isfinite(w) and w > 0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=asset_configs())
+def test_bad_parameters_are_named_and_nothing_stored_changes(good_store, case):
+    """Each parameter value either runs or fails naming the parameter, with every stored byte as before."""
+    _run_case(good_store, *case)
+
+
+@pytest.mark.xfail(strict=True, reason="huge value reaches numpy/faiss/matplotlib unchecked; error does not name it")
+@pytest.mark.parametrize("op, param, value", [("sensitivities", "z", 10**12),
+                                              ("representative_losses", "representatives_per_cluster", 10**12),
+                                              ("centroids", "n_iter", 10**12)])
+def test_known_unnamed_huge_parameters(good_store, op, param, value):
+    """Falsifying examples the property found (KNOWN_UNNAMED); they pass once the assets check them."""
+    _run_case(good_store, op, param, value)

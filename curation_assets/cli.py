@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_project_home()
     try:
         return {"run": _run, "backfill": _backfill, "ui": _ui}[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
 

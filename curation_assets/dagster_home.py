@@ -11,6 +11,9 @@ DAGSTER_YAML = f"""\
 {MARKER}: a project-local instance with no telemetry.
 telemetry:
   enabled: false
+# No "join the community" dialog: it covers the UI and its form would reach the network.
+nux:
+  enabled: false
 concurrency:
   runs:
     max_concurrent_runs: 4

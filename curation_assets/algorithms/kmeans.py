@@ -71,6 +71,9 @@ def resolve_backend(use_gpu: bool = False, backend: Backend | None = None, devic
     raise ValueError(f"backend: expected 'faiss', 'faiss_gpu' or 'torch', got {backend!r}")
 
 
+MAX_ITER = 10_000
+
+
 def default_n_clusters(n: int) -> int:
     """k ~ sqrt(n / 2): a common rule of thumb that keeps clusters of ~sqrt(2n) members."""
     return max(1, int(round(np.sqrt(n / 2.0))))
@@ -98,6 +101,8 @@ def fit_kmeans(
     n, d = x.shape
     n_clusters = check_whole_number(n_clusters, "n_clusters", 1)
     n_iter = check_whole_number(n_iter, "n_iter", 1)
+    if n_iter > MAX_ITER:
+        raise ValueError(f"n_iter: must be at most {MAX_ITER:,} (Lloyd's iterations converge long before), got {n_iter}")
     size = n if training_sample_size is None else check_whole_number(training_sample_size, "training_sample_size", 1)
     size = min(size, n)
     if n_clusters > size:

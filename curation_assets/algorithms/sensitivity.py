@@ -21,9 +21,12 @@ def distance_term(sq_dist, z: float) -> np.ndarray:
     return np.power(np.maximum(sq, 0.0), z / 2.0)
 
 
+MAX_Z = 16.0  # d^z overflows float64 long before any useful exponent beyond this
+
+
 def check_z(z: float) -> float:
-    if not np.isfinite(z) or z <= 0:
-        raise ValueError(f"z: must be a positive finite number, got {z!r}")
+    if not np.isfinite(z) or z <= 0 or z > MAX_Z:
+        raise ValueError(f"z: must be a number in (0, {MAX_Z:g}], got {z!r}")
     return float(z)
 
 

@@ -11,7 +11,7 @@ from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..algorithms.kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
+from ..algorithms.kmeans import MAX_ITER, assign_to_centroids, default_n_clusters, fit_kmeans
 from ..algorithms.validation import check_whole_number
 from ..arrays import embedding_column
 from ..plots import histogram, line
@@ -46,6 +46,8 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
             by_dim.setdefault(d, []).append(k)
         raise ValueError(f"embeddings: shards differ in dimension ({by_dim}); re-embed them all with one model")
     n = int(counts.sum())
+    if check_whole_number(config.n_iter, "centroids.n_iter", 1) > MAX_ITER:
+        raise ValueError(f"centroids.n_iter: must be at most {MAX_ITER:,}, got {config.n_iter}")
     k = config.n_clusters if config.n_clusters is not None else default_n_clusters(n)
     if k > n:
         raise ValueError(f"centroids.n_clusters: {k} is larger than the number of examples ({n})")

@@ -22,7 +22,7 @@ from ..arrays import embedding_matrix
 from ..plots import bars
 from ..progress import Progress
 from .cluster_assignments import load_centroids
-from .shard_scope import gather_rows, registered_shards, require_partitions, split_rows
+from .shard_scope import gather_rows, registered_shards, require_partitions, shard_row_counts, split_rows
 
 
 class RepresentativeLossConfig(Config):
@@ -141,6 +141,10 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     if config.representatives_per_cluster < 1:
         raise ValueError(f"representative_losses.representatives_per_cluster: must be at least 1, "
                          f"got {config.representatives_per_cluster}")
+    n_rows = int(shard_row_counts(store, "cluster_assignments", keys).sum())
+    if config.representatives_per_cluster > n_rows:
+        raise ValueError(f"representative_losses.representatives_per_cluster: must be at most the number of "
+                         f"examples ({n_rows}), got {config.representatives_per_cluster}")
     provenance = lineage.expected(store, "representative_losses", None, keys, config, run=context.run.run_id)
     members, member_dist, sizes, sum_sq, counts, null_labels, distinct = scan_assignments(
         store, keys, k, config.representatives_per_cluster, centroids_version, log=context.log.info)

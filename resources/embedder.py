@@ -50,7 +50,7 @@ _BACKOFFS: dict[tuple, int] = {}
 
 # (model, device, max_seq_length) -> the "auto" decision (a precision_report dict), per process.
 _AUTO_DECISIONS: dict[tuple, dict] = {}
-_AUTO_LOCK = threading.Lock()
+_AUTO_LOCK = threading.RLock()  # re-entrant: _calibrate runs encode passes while holding it
 
 
 @lru_cache(maxsize=4)

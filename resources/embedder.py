@@ -47,6 +47,7 @@ BATCHES_PER_CALL = 8
 # (model, device, max_seq_length) -> batch size left after out-of-memory backoffs / how many, per process.
 _BATCH_LIMITS: dict[tuple, int] = {}
 _BACKOFFS: dict[tuple, int] = {}
+_BATCH_LOCK = threading.Lock()  # not _AUTO_LOCK: _calibrate holds that one while it embeds
 
 # (model, device, max_seq_length) -> the "auto" decision (a precision_report dict), per process.
 _AUTO_DECISIONS: dict[tuple, dict] = {}
@@ -186,19 +187,19 @@ class SentenceEmbedder(ConfigurableResource):
                 continue
             # Out of memory: the exception (and the tensors its frames held) is gone here.
             _release_device_memory(model)
-            with _AUTO_LOCK:
+            with _BATCH_LOCK:
                 _BATCH_LIMITS[key] = min(batch, _BATCH_LIMITS.get(key, batch))
                 _BACKOFFS[key] = _BACKOFFS.get(key, 0) + 1
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def _batch_size_in_use(self, key: tuple) -> int:
-        with _AUTO_LOCK:
+        with _BATCH_LOCK:
             return min(self.batch_size, _BATCH_LIMITS.get(key, self.batch_size))
 
     def runtime_report(self) -> dict:
         """Batch size asked for and in use (smaller after out-of-memory backoffs), for asset metadata."""
         key = self._key(self._load())
-        with _AUTO_LOCK:
+        with _BATCH_LOCK:
             backoffs = _BACKOFFS.get(key, 0)
         return {"batch_size_requested": self.batch_size, "batch_size_in_use": self._batch_size_in_use(key),
                 "oom_backoffs": backoffs}

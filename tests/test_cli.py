@@ -20,7 +20,7 @@ def test_curate_run_writes_the_subset_and_nothing_to_the_home_directory(tmp_path
     project.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "curation_assets.cli", "run", "--num-shards", "2", "--max-examples-per-shard", "10",
-         "--budget", "6", "--seed", "1"],
+         "--budget", "6", "--seed", "1", "--no-evaluation"],
         cwd=project, env=_env(home), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -41,8 +41,8 @@ def _db(store):
 
 def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
     instance, store, _, results = pipeline
-    # one run per shard for each of the 4 per-shard assets, one for each of the 6 global ones
-    assert len(results) == 4 * 2 + 6
+    # one run per shard for each of the 4 per-shard assets, one for each of the 7 global ones
+    assert len(results) == 4 * 2 + 7
     assert all(r.success for r in results)
     with _db(store) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}

@@ -36,3 +36,23 @@ def test_one_line_per_interval_however_many_updates():
     assert 9 <= len(lines) <= 11
     with pytest.raises(ValueError, match="total"):
         Progress(-1, "x", lines.append)
+
+
+def test_long_stages_log_progress_in_the_run(tmp_path):
+    """Embedding, the k-means step and assignment write progress lines into the runs' event logs."""
+    from dagster import DagsterInstance
+
+    from conftest import make_resources, small_bbc
+    from curation_assets.pipeline import run_pipeline
+    from resources import CurationStore
+
+    store = CurationStore(database_path=str(tmp_path / "db" / "c.duckdb"))
+    with DagsterInstance.ephemeral() as instance:
+        results = run_pipeline(instance, make_resources(store, small_bbc(per_shard=12, num_shards=1)),
+                               {"centroids": {"config": {"n_clusters": 3}}}, log=lambda _: None, extras=False)
+        messages = [e.user_message for r in results for e in instance.all_logs(r.run_id)]
+    assert any(m.startswith("embeddings [bbc-0]: 12/12 texts (100%)") and "texts/s" in m and "left" in m
+               for m in messages)
+    assert any(m.startswith("cluster_assignments [bbc-0]: 12/12 rows (100%)") for m in messages)
+    assert any(m.startswith("centroids: k-means on 12 x 384") for m in messages)
+    assert any(m.startswith("centroids: k-means done in") for m in messages)

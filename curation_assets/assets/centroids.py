@@ -15,6 +15,7 @@ from ..algorithms.kmeans import MAX_ITER, assign_to_centroids, default_n_cluster
 from ..algorithms.validation import check_whole_number
 from ..arrays import embedding_column
 from ..plots import histogram, line
+from ..progress import Progress
 from .shard_scope import embedding_dimension, gather_embeddings, registered_shards, shard_row_counts, split_rows
 
 
@@ -62,10 +63,14 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
     # the sample, never every embedding.
     rng = np.random.default_rng(config.seed)
     rows = np.arange(n) if size == n else np.sort(rng.choice(n, size=size, replace=False))
-    x = gather_embeddings(store, keys, split_rows(rows, counts))
+    x = gather_embeddings(store, keys, split_rows(rows, counts),
+                          Progress(len(keys), "centroids: reading the training sample", context.log.info, unit="shards"))
     backend, device = compute.kmeans_backend()
     start = time.perf_counter()
+    context.log.info(f"centroids: k-means on {x.shape[0]:,} x {x.shape[1]} ({backend} on {device}), k={k}, "
+                     f"{config.n_iter} iterations, {2.0 * x.shape[0] * k * x.shape[1] * config.n_iter / 1e12:.2f} TFLOP")
     result = fit_kmeans(x, k, seed=config.seed, n_iter=config.n_iter, backend=backend, device=device)
+    context.log.info(f"centroids: k-means done in {time.perf_counter() - start:.1f}s")
     seconds = time.perf_counter() - start
     labels, sq_dist = assign_to_centroids(x, result.centroids, device=device)
     sizes = np.bincount(labels, minlength=k)

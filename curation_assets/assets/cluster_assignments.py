@@ -12,11 +12,26 @@ from ..algorithms.kmeans import assign_to_centroids
 from ..arrays import embedding_matrix
 from ..partitions import shards
 from ..plots import bars, histogram
+from ..progress import Progress
 
 
 def load_centroids(store: CurationStore) -> tuple[np.ndarray, str]:
     table = store.read("centroids").sort_by("cluster_id")
     return embedding_matrix(table.column("centroid")), table.column("version")[0].as_py()
+
+
+PROGRESS_CHUNK = 262_144  # rows per assignment call: one progress line per ~second of work
+
+
+def assign_with_progress(x: np.ndarray, c: np.ndarray, device, label: str, log) -> tuple[np.ndarray, np.ndarray]:
+    progress = Progress(x.shape[0], label, log)
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    sq_dist = np.empty(x.shape[0], dtype=np.float32)
+    for start in range(0, x.shape[0], PROGRESS_CHUNK):
+        stop = min(start + PROGRESS_CHUNK, x.shape[0])
+        labels[start:stop], sq_dist[start:stop] = assign_to_centroids(x[start:stop], c, device=device)
+        progress.update(stop - start)
+    return labels, sq_dist
 
 
 def load_fit_summary(store: CurationStore) -> tuple[np.ndarray, float]:
@@ -47,7 +62,7 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
             "re-materialize centroids"
         )
     backend, device = compute.kmeans_backend()
-    labels, sq_dist = assign_to_centroids(x, c, device=device)
+    labels, sq_dist = assign_with_progress(x, c, device, f"cluster_assignments [{shard}]", context.log.info)
     table = pa.table({
         "example_id": emb.column("example_id"),
         "cluster_id": pa.array(labels.astype(np.int32)),

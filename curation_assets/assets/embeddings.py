@@ -13,6 +13,21 @@ from ..algorithms.validation import as_embedding_matrix
 from ..arrays import embedding_column, embedding_matrix
 from ..partitions import shards
 from ..plots import histogram
+from ..progress import Progress
+
+
+PROGRESS_CHUNK = 2048  # texts per encode call: a progress line at most every few seconds
+
+
+def encode_with_progress(embedder: SentenceEmbedder, texts: list[str], label: str, log) -> np.ndarray:
+    """Encode in chunks so the run's log says how far it is, at what rate, and when it ends."""
+    progress = Progress(len(texts), label, log, unit="texts")
+    parts = []
+    for start in range(0, len(texts), PROGRESS_CHUNK):
+        chunk = texts[start:start + PROGRESS_CHUNK]
+        parts.append(embedder.encode(chunk))
+        progress.update(len(chunk))
+    return np.concatenate(parts) if parts else embedder.encode([])
 
 
 @asset(
@@ -36,7 +51,7 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
         precision_meta = {}
     else:
         texts = raw.column("text").to_pylist()
-        vectors = embedder.encode(texts)
+        vectors = encode_with_progress(embedder, texts, f"embeddings [{shard}]", context.log.info)
         model, device = embedder.model, embedder.device
         report = embedder.precision_report()
         precision_meta = {"precision": str(report["precision"]), "precision_requested": report["requested"],

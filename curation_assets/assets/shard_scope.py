@@ -73,9 +73,15 @@ def gather_rows(store: CurationStore, asset: str, keys: list[str], local_rows: l
     return pa.concat_tables(parts) if parts else store.read_rows(asset, keys[0], [], columns=columns)
 
 
-def gather_embeddings(store: CurationStore, keys: list[str], local_rows: list[np.ndarray]) -> np.ndarray:
-    parts = [embedding_matrix(store.read_rows("embeddings", key, rows, columns=["embedding"]).column("embedding"))
-             for key, rows in zip(keys, local_rows) if rows.size]
+def gather_embeddings(store: CurationStore, keys: list[str], local_rows: list[np.ndarray],
+                      progress=None) -> np.ndarray:
+    parts = []
+    for key, rows in zip(keys, local_rows):
+        if rows.size:
+            parts.append(embedding_matrix(
+                store.read_rows("embeddings", key, rows, columns=["embedding"]).column("embedding")))
+        if progress is not None:
+            progress.update(1)
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_resources, snapshot
@@ -29,7 +29,9 @@ from conftest import write_examples as _write
 from curation_assets.pipeline import run_pipeline
 from resources import CurationStore, ExampleSource
 
-FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI is repeatable (a new find is a deliberate
+# change of the seed, not a surprise in someone else's build).
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 ALLOWED = (ValueError, FileNotFoundError, KeyError)
 
 # ---- strategies -------------------------------------------------------------------------
@@ -80,6 +82,7 @@ def _load(source: ExampleSource, shard: str):
 @FAST
 @given(fmt=st.sampled_from(["parquet", "csv", "jsonl"]), rows=st.lists(st.tuples(ids, texts), min_size=1, max_size=6),
        id_col=col_names, text_col=col_names)
+@example(fmt="csv", rows=[(" ", " ")], id_col="id", text_col="0\x0c")  # found in CI: a form feed is not stripped
 def test_files_round_trip_or_fail_naming_the_input(fmt, rows, id_col, text_col):
     """Unique non-empty ids with any text come back exactly; anything else fails naming the input."""
     assume(id_col != text_col)
@@ -92,8 +95,9 @@ def test_files_round_trip_or_fail_naming_the_input(fmt, rows, id_col, text_col):
     valid = len(set(id_values)) == len(id_values)
     if fmt == "csv":  # an empty CSV field is NULL, by the format's own convention
         valid = valid and all(id_values) and all(text_values)
-        # and DuckDB strips blanks around header names: a blank name becomes column<N>
-        valid = valid and all(c.strip() == c and c for c in (id_col, text_col))
+        # and DuckDB strips spaces and tabs around header names (not other whitespace such as a
+        # form feed): a blank name becomes column<N>
+        valid = valid and all(c.strip(" \t") == c and c for c in (id_col, text_col))
     if isinstance(got, Exception):
         # CSV has no one dialect: content a sniffer cannot parse is refused naming source.path
         sniffed = fmt == "csv" and "source.path" in str(got)
@@ -309,7 +313,7 @@ def _run_case(good_store, op, param, value):
             assert math.isfinite(w) and w > 0
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(case=asset_configs())
 def test_bad_parameters_are_named_and_nothing_stored_changes(good_store, case):
     """Each parameter value either runs or fails naming the parameter, with every stored byte as before."""

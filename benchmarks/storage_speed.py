@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import emit, format_table  # noqa: E402
 
-from curation_assets.arrays import embedding_column, embedding_matrix  # noqa: E402
+from curation_assets.arrays import embedding_matrix, embedding_table  # noqa: E402
 from resources import CurationStore  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     x = np.random.default_rng(0).normal(size=(args.n, 384)).astype(np.float32)
     mb = x.nbytes / 2**20
     store = CurationStore(database_path=str(root / "db" / "c.duckdb"))
-    table = pa.table({"example_id": pa.array([f"e{i}" for i in range(args.n)]), "embedding": embedding_column(x)})
+    table = embedding_table(pa.array([f"e{i}" for i in range(args.n)]), x)
 
     def np_save():
         path = root / "x.npy"

@@ -2,7 +2,6 @@
 import time
 
 import numpy as np
-import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from resources.embedder import SentenceEmbedder
@@ -10,7 +9,7 @@ from resources.storage import CurationStore
 
 from .. import lineage
 from ..algorithms.validation import as_embedding_matrix
-from ..arrays import embedding_column, embedding_matrix
+from ..arrays import embedding_matrix, embedding_table
 from ..partitions import shards
 from ..plots import histogram
 from ..progress import Progress
@@ -60,7 +59,7 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
     vectors = as_embedding_matrix(vectors, f"embeddings of shard {shard!r}")
     if vectors.shape[0] != raw.num_rows:
         raise RuntimeError(f"embeddings: {vectors.shape[0]} vectors for {raw.num_rows} examples in shard {shard!r}")
-    table = pa.table({"example_id": raw.column("example_id"), "embedding": embedding_column(vectors)})
+    table = embedding_table(raw.column("example_id"), vectors)
     # Float data barely compresses; uncompressed Parquet reads and writes near disk speed.
     store.write("embeddings", table, shard, compression="none", provenance=provenance)
     norms = np.linalg.norm(vectors, axis=1)

@@ -100,17 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         from dagster import DagsterInstance
 
+        from curation_assets.definitions import default_resources
         from curation_assets.pipeline import run_pipeline
         from resources import ComputeDevice, CurationStore, ExampleSource, SentenceEmbedder
 
         compute = ComputeDevice(device=args.device)
         store = CurationStore(database_path=args.database or str(Path(tmp) / "curation.duckdb"))
-        resources = {
-            "source": ExampleSource(max_examples_per_shard=args.max_examples_per_shard),
-            "store": store,
-            "compute": compute,
-            "embedder": SentenceEmbedder(compute=compute),
-        }
+        resources = default_resources(
+            source=ExampleSource(max_examples_per_shard=args.max_examples_per_shard),
+            store=store, compute=compute, embedder=SentenceEmbedder(compute=compute))
         log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
         load_before, cpu0 = os.getloadavg()[0], time.process_time()
         with DagsterInstance.get() as instance:

@@ -115,8 +115,11 @@ def plan_stale(store: CurationStore, keys: list[str], config: dict | None, resou
     a stale asset everything will also be recomputed once that asset runs."""
     policy = policy or resources.get("drift") or DriftPolicy()
     order = CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else [])
-    return {(_op(a)): stale for a in order
+    plan = {(_op(a)): stale for a in order
             if (stale := stale_partitions(_op(a), store, keys, config, resources, policy))}
+    tracked = [op for op in plan if op in lineage.UPSTREAM]
+    # Untracked outputs (the export files) are redone only when something else is.
+    return plan if tracked else {op: v for op, v in plan.items() if not (store.root / op / "files").exists()}
 
 
 def sync_shards(instance: DagsterInstance, shard_keys: list[str]) -> tuple[list[str], list[str]]:

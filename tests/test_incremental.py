@@ -59,19 +59,24 @@ CONFIG = {"subsets": {"config": {"budget_fraction": 0.3, "seed": 3}},
           "centroids": {"config": {"n_clusters": 6, "seed": 3}}}
 
 
+def files_project(tmp_path: Path, corpus: list[dict], shards: int, per_shard: int = 24):
+    """An inbox of `shards` Parquet files of real texts, a store, and the resources over them."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for s in range(shards):
+        write_shard(inbox, f"part{s}", corpus[s * per_shard:(s + 1) * per_shard])
+    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    source = ExampleSource(kind="files", path=str(inbox / "*.parquet"))
+    return inbox, store, source, make_resources(store, source)
+
+
 @pytest.fixture(scope="module")
 def corpus():
     return bbc_rows(5, 24)
 
 
 def test_rerun_skips_current_and_new_shard_is_processed_alone(tmp_path, corpus):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for s in range(4):
-        write_shard(inbox, f"part{s}", corpus[s * 24:(s + 1) * 24])
-    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
-    source = ExampleSource(kind="files", path=str(inbox / "*.parquet"))
-    resources = make_resources(store, source)
+    inbox, store, source, resources = files_project(tmp_path, corpus, 4)
     with DagsterInstance.ephemeral() as instance:
         first = run_pipeline(instance, resources, CONFIG, log=lambda _: None, extras=False)
         assert ("centroids", None) in materialized(first)
@@ -113,13 +118,7 @@ def test_rerun_skips_current_and_new_shard_is_processed_alone(tmp_path, corpus):
 
 
 def test_changed_config_recomputes_from_the_asset_it_configures(tmp_path, corpus):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for s in range(2):
-        write_shard(inbox, f"part{s}", corpus[s * 24:(s + 1) * 24])
-    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
-    source = ExampleSource(kind="files", path=str(inbox / "*.parquet"))
-    resources = make_resources(store, source)
+    inbox, store, source, resources = files_project(tmp_path, corpus, 2)
     with DagsterInstance.ephemeral() as instance:
         run_pipeline(instance, resources, CONFIG, log=lambda _: None, extras=False)
         changed = {**CONFIG, "sensitivities": {"config": {"z": 1.0}}}

@@ -21,7 +21,9 @@ import json
 
 from resources.storage import CurationStore
 
-# Where each op stores what it makes (versioned assets keep one file per run).
+# Where each op stores what it makes (versioned assets keep one file per run). An op that writes
+# several files writes this one last: it carries the provenance that marks the op done, so a run
+# killed between the writes redoes the op instead of leaving it current with a file missing.
 STORED_AS = {
     "subsets": ("sensitivity_subset", True),
     "baseline_subsets": ("stratified_subset", True),

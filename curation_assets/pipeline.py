@@ -35,6 +35,7 @@ from .assets.hierarchical import BalancedSubsetConfig, HierarchicalCentroidsConf
 from .assets.representative_losses import RepresentativeLossConfig
 from .assets.sensitivities import SensitivityConfig
 from .assets.subset_evaluation import EvaluationConfig
+from .assets.subset_export import SubsetExportConfig, export_is_complete
 from .assets.subsets import SubsetConfig
 from .checks import all_checks
 from .partitions import shards
@@ -49,6 +50,7 @@ CONFIG_CLASSES = {
     "centroids": CentroidsConfig, "representative_losses": RepresentativeLossConfig,
     "sensitivities": SensitivityConfig, "subsets": SubsetConfig, "subset_evaluation": EvaluationConfig,
     "hierarchical_centroids": HierarchicalCentroidsConfig, "balanced_subset": BalancedSubsetConfig,
+    "subset_export": SubsetExportConfig,
 }
 
 
@@ -62,6 +64,10 @@ def config_object(op: str, config: dict | None):
     if cls is None:
         return None
     return cls(**((config or {}).get(op, {}).get("config", {}) or {}))
+
+
+def _export_done(store: CurationStore, config: dict | None) -> bool:
+    return export_is_complete(store, config_object("subset_export", config).subset)
 
 
 def drift_refit_requested(store: CurationStore, policy: DriftPolicy) -> list[str]:
@@ -119,7 +125,7 @@ def plan_stale(store: CurationStore, keys: list[str], config: dict | None, resou
             if (stale := stale_partitions(_op(a), store, keys, config, resources, policy))}
     tracked = [op for op in plan if op in lineage.UPSTREAM]
     # Untracked outputs (the export files) are redone only when something else is.
-    return plan if tracked else {op: v for op, v in plan.items() if not (store.root / op / "files").exists()}
+    return plan if tracked else {op: v for op, v in plan.items() if not _export_done(store, config)}
 
 
 def sync_shards(instance: DagsterInstance, shard_keys: list[str]) -> tuple[list[str], list[str]]:
@@ -177,7 +183,7 @@ def run_pipeline(
         op = _op(asset)
         keys = ([None] if op not in lineage.PARTITIONED else list(shard_keys)) if force \
             else stale_partitions(op, store, shard_keys, config, resources, policy)
-        if op not in lineage.UPSTREAM and not force and not results and (store.root / op / "files").exists():
+        if op not in lineage.UPSTREAM and not force and not results and _export_done(store, config):
             keys = []  # an export of unchanged subsets is unchanged
         if not keys:
             log(f"{op}: current, skipped")

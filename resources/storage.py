@@ -78,6 +78,15 @@ def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zst
                       f"store: could not write {path} ({reason}); the stored data there is unchanged") from exc
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (the new name survives a power cut, not just a kill)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_then_rename(table: pa.Table, path: Path, compression: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -89,11 +98,7 @@ def _write_then_rename(table: pa.Table, path: Path, compression: str) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -185,8 +190,12 @@ class CurationStore(ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.tmp")
         try:
-            tmp.write_bytes(data)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
+            _fsync_folder(path.parent)
         finally:
             if tmp.exists():
                 tmp.unlink()

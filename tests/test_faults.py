@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,13 +20,26 @@ from resources import CurationStore
 
 CONFIG = {"centroids": {"config": {"n_clusters": 3, "seed": 4}},
           "subsets": {"config": {"budget_fraction": 0.3, "seed": 4}}}
-TRIALS = 20
+TRIALS = 10
 
 
-def _pipeline(db: str, inbox: str, _home: str) -> None:
-    """Child process: the core graph on a `files` source of precomputed vectors. The instance is
-    in memory (what is under test is the store; a new SQLite instance per run costs seconds)."""
+def _pipeline(db: str, inbox: str, kill_after_write: int | None = None) -> None:
+    """Child process: the graph (core and extras, no evaluation) on a `files` source of
+    precomputed vectors. The instance is in memory (what is under test is the store; a new SQLite
+    instance per run costs seconds). `kill_after_write=i`: SIGKILL itself the moment its i-th
+    data file is renamed into place, the one point between two writes a timer is least likely to hit."""
     from dagster import DagsterInstance
+
+    if kill_after_write is not None:
+        replace, done = os.replace, []
+
+        def replace_then_die(src, dst, *a, **kw):
+            replace(src, dst, *a, **kw)
+            if _is_data_file(Path(dst)):
+                done.append(dst)
+                if len(done) == kill_after_write:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        os.replace = replace_then_die
 
     from curation_assets.definitions import default_resources
     from curation_assets.pipeline import run_pipeline
@@ -35,7 +49,7 @@ def _pipeline(db: str, inbox: str, _home: str) -> None:
         source=ExampleSource(kind="files", path=f"{inbox}/*.parquet", embedding_column="vec"),
         store=CurationStore(database_path=db))
     with DagsterInstance.ephemeral() as instance:
-        run_pipeline(instance, resources, CONFIG, log=lambda _: None, extras=False)
+        run_pipeline(instance, resources, CONFIG, log=lambda _: None, extras=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,65 +61,121 @@ def forkserver():
     return ctx
 
 
-def _start(ctx, root: Path, inbox: Path):
-    proc = ctx.Process(target=_pipeline, args=(str(root / "db" / "c.duckdb"), str(inbox), ""))
+def _start(ctx, root: Path, inbox: Path, kill_after_write: int | None = None):
+    proc = ctx.Process(target=_pipeline, args=(str(root / "db" / "c.duckdb"), str(inbox), kill_after_write))
     proc.start()
     return proc
 
 
 def _subset(root: Path):
+    """The newest sensitivity subset and the export a trainer reads, without the run ids."""
     t = CurationStore(database_path=str(root / "db" / "c.duckdb")).read_latest_version("sensitivity_subset")
-    return t.sort_by("example_id").select(["example_id", "weight", "draws"])
+    export = pq.read_table(root / "db" / "tables" / "subset_export" / "files" / "sensitivity_subset.parquet")
+    return t.sort_by("example_id").select(["example_id", "weight", "draws"]), export
+
+
+def _is_data_file(path: Path) -> bool:
+    return path.suffix in (".parquet", ".jsonl") and ".views" not in path.parts
 
 
 def _all_whole(root: Path) -> int:
-    """Every stored table file reads completely (a half-written Parquet file has no footer)."""
-    files = list((root / "db" / "tables").rglob("*.parquet")) if (root / "db" / "tables").exists() else []
+    """Every stored file reads completely (a half-written Parquet file has no footer, a cut JSON
+    Lines file no final newline); returns how many there are."""
+    tables = root / "db" / "tables"
+    files = [f for f in tables.rglob("*") if _is_data_file(f)] if tables.exists() else []
     for f in files:
-        pq.read_table(f)
+        if f.suffix == ".parquet":
+            pq.read_table(f)
+        else:
+            assert f.read_bytes().endswith(b"\n"), f"{f} is cut short"
     return len(files)
 
 
-def test_sigkill_at_random_points_then_rerun_matches_an_uninterrupted_run(tmp_path, forkserver):
-    inbox = tmp_path / "inbox"
+class CleanRun(NamedTuple):
+    inbox: Path
+    seconds: float
+    files: int  # Parquet files an uninterrupted run writes
+    tables: set  # and the tables they belong to
+    subset: object
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, forkserver) -> CleanRun:
+    """One uninterrupted run: what every killed-and-rerun store must end with."""
+    tmp = tmp_path_factory.mktemp("faults")
+    inbox = tmp / "inbox"
     inbox.mkdir()
-    # One shard keeps a full run short (7 Dagster runs), so 20 trials fit in the suite; resuming
+    # One shard keeps a full run short (7 Dagster runs), so many trials fit in the suite; resuming
     # over several shards is tested in test_incremental.py.
     write_examples(inbox / "p0.parquet", [f"p0-{i}" for i in range(80)], clustered_vectors(80, 0))
-    clean = tmp_path / "clean"
     start = time.monotonic()
-    proc = _start(forkserver, clean, inbox)
+    proc = _start(forkserver, tmp / "clean", inbox)
     proc.join(300)
-    full = time.monotonic() - start
     assert proc.exitcode == 0
-    want = _subset(clean)
+    return CleanRun(inbox, time.monotonic() - start, _all_whole(tmp / "clean"), _tables(tmp / "clean"),
+                    _subset(tmp / "clean"))
 
+
+def _kill_and_rerun(forkserver, clean: CleanRun, roots: dict, kill) -> dict:
+    """Start one run per root, let `kill(t, procs)` end them, rerun each to completion; the stores
+    must read whole and end with the uninterrupted run's subset. Returns how each first run ended."""
+    procs = kill(roots)
+    for t in roots:
+        procs[t].join(60)
+    ended = {t: (procs[t].exitcode, _all_whole(root)) for t, root in roots.items()}
+    reruns = {t: _start(forkserver, root, clean.inbox) for t, root in roots.items()}
+    for t, root in roots.items():
+        reruns[t].join(300)
+        assert reruns[t].exitcode == 0, f"trial {t}: the rerun failed"
+        assert _all_whole(root) >= clean.files, f"trial {t}: a stored file is missing after the rerun"
+        assert _tables(root) == clean.tables, f"trial {t}: the rerun left a different set of tables"
+        (subset, export), (want_subset, want_export) = _subset(root), clean.subset
+        assert subset.equals(want_subset), f"trial {t}: the subset differs from the uninterrupted run's"
+        assert export.equals(want_export), f"trial {t}: the export differs from the uninterrupted run's"
+        shutil.rmtree(root)
+    return ended
+
+
+def _tables(root: Path) -> set[str]:
+    tables = root / "db" / "tables"
+    return {str(f.relative_to(tables).parent) for f in tables.rglob("*") if _is_data_file(f)}
+
+
+def test_sigkill_at_random_points_then_rerun_matches_an_uninterrupted_run(tmp_path, forkserver, clean_run):
     rng = np.random.default_rng(0)
     killed_with_data = 0
     # Two trials at a time (one per core), each on its own store.
     for pair in range(0, TRIALS, 2):
         trials = list(range(pair, min(pair + 2, TRIALS)))
         # Stratified kill times: together the trials cover the whole run, start to end.
-        delays = {t: full * (t + rng.random()) / TRIALS for t in trials}
-        roots = {t: tmp_path / f"t{t}" for t in trials}
-        t0 = time.monotonic()
-        procs = {t: _start(forkserver, roots[t], inbox) for t in trials}
-        for t in sorted(trials, key=delays.get):
-            time.sleep(max(0.0, t0 + delays[t] - time.monotonic()))
-            if procs[t].is_alive():
-                os.kill(procs[t].pid, signal.SIGKILL)
-        for t in trials:
-            procs[t].join(60)
-            killed_with_data += _all_whole(roots[t]) > 0 and procs[t].exitcode == -signal.SIGKILL
-        reruns = {t: _start(forkserver, roots[t], inbox) for t in trials}
-        for t in trials:
-            reruns[t].join(300)
-            assert reruns[t].exitcode == 0, f"trial {t}: the rerun failed"
-            assert _all_whole(roots[t]) > 0
-            assert _subset(roots[t]).equals(want), f"trial {t} (killed after {delays[t]:.2f}s): the subset differs"
-            shutil.rmtree(roots[t])
+        delays = {t: clean_run.seconds * (t + rng.random()) / TRIALS for t in trials}
+
+        def kill_on_time(roots):
+            t0 = time.monotonic()
+            procs = {t: _start(forkserver, roots[t], clean_run.inbox) for t in roots}
+            for t in sorted(roots, key=delays.get):
+                time.sleep(max(0.0, t0 + delays[t] - time.monotonic()))
+                if procs[t].is_alive():
+                    os.kill(procs[t].pid, signal.SIGKILL)
+            return procs
+        ended = _kill_and_rerun(forkserver, clean_run, {t: tmp_path / f"t{t}" for t in trials}, kill_on_time)
+        killed_with_data += sum(code == -signal.SIGKILL and files > 0 for code, files in ended.values())
     # Most kills landed after something was stored, so the resume path was really exercised.
     assert killed_with_data >= TRIALS // 2
+
+
+def test_sigkill_right_after_each_stored_file_then_rerun_matches(tmp_path, forkserver, clean_run):
+    """Deterministic companion of the random kills: die the instant each file of the run is
+    renamed into place, i.e. between every two writes, including the two of one asset (a step
+    that writes a side table and its own table must not look done when only one is there)."""
+    for first in range(1, clean_run.files + 1, 2):
+        writes = [w for w in (first, first + 1) if w <= clean_run.files]
+
+        def kill_at_write(roots):
+            return {w: _start(forkserver, roots[w], clean_run.inbox, kill_after_write=w) for w in roots}
+        ended = _kill_and_rerun(forkserver, clean_run, {w: tmp_path / f"w{w}" for w in writes}, kill_at_write)
+        for w, (code, files) in ended.items():
+            assert code == -signal.SIGKILL and files == w, f"write {w}: the run was not killed right after it"
 
 
 def test_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path):

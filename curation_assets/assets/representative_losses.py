@@ -235,9 +235,11 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "centroids_version": pa.array([centroids_version] * k, pa.string()),
         "version": pa.array([version] * k, pa.string()),
     })
-    store.write("representative_losses", table, provenance=provenance)
+    # The side table first: the file carrying the provenance marks the step done, so a run killed
+    # between the two writes redoes the step instead of leaving it "current" without its pilot.
     if pilot_table is not None:
         store.write("pilot_losses", pilot_table.append_column("version", pa.array([version] * pilot_table.num_rows)))
+    store.write("representative_losses", table, provenance=provenance)
     finite = losses[present]
     meta.update({
         "dagster/row_count": k,

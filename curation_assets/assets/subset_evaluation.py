@@ -93,8 +93,6 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
     seconds = time.perf_counter() - start
     table = pa.Table.from_pylist(rows)
     table = table.append_column("run", pa.array([context.run.run_id] * table.num_rows, pa.string()))
-    store.write("subset_evaluation", table, provenance=provenance)
-
     meta = {"dagster/row_count": table.num_rows, "pool_size": pool.n, "test_size": int(test.sum()),
             "methods": MetadataValue.json(methods), "budgets": MetadataValue.json(list(config.budgets)),
             "seconds": round(seconds, 1)}
@@ -123,4 +121,6 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
                      for i, f in enumerate(acc[methods[0]][0])]))
     for name, value in _stored_subset_errors(store, ids, x, y, pool).items():
         meta[f"stored_{name}_estimate_error"] = value
+    # The table carries the provenance that marks the step done, so it follows the plots.
+    store.write("subset_evaluation", table, provenance=provenance)
     return MaterializeResult(metadata=meta)

@@ -109,6 +109,15 @@ def export_table(store: CurationStore, subset: str) -> tuple[pa.Table, pa.Table,
     return joined.select(COLUMNS).cast(SCHEMA), stored, path.stem
 
 
+def export_files(subset: str) -> tuple[str, str]:
+    return f"{subset}.parquet", f"{subset}.jsonl"
+
+
+def export_is_complete(store: CurationStore, subset: str) -> bool:
+    """Both files of the export are there (a run killed between the two writes left one)."""
+    return all((store.root / "subset_export" / "files" / name).exists() for name in export_files(subset))
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -147,8 +156,9 @@ def subset_export(context: AssetExecutionContext, config: SubsetExportConfig, st
     table, stored, version = export_table(store, subset)
     # Both files are encoded before either is written, so a failure leaves no half export.
     parquet, jsonl = parquet_bytes(table), jsonl_bytes(table)
-    parquet_path = store.write_file("subset_export", f"{subset}.parquet", parquet)
-    jsonl_path = store.write_file("subset_export", f"{subset}.jsonl", jsonl)
+    parquet_name, jsonl_name = export_files(subset)
+    parquet_path = store.write_file("subset_export", parquet_name, parquet)
+    jsonl_path = store.write_file("subset_export", jsonl_name, jsonl)
     runs = sorted(set(stored.column("run").to_pylist())) if "run" in stored.column_names else []
     return MaterializeResult(metadata={
         "dagster/row_count": table.num_rows,

@@ -290,10 +290,11 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
 
     version = version_name(context.run.run_id)
     run = context.run.run_id
-    store.write_version("sensitivity_subset", subset_rows(sens_picked, m, config.seed, config.sampling, run),
-                        version, provenance=provenance)
+    # sensitivity_subset's file marks the step done (lineage.STORED_AS), so it is written last.
     store.write_version("uniform_subset", subset_rows(unif_picked, m, config.seed, "uniform", run), version,
                         provenance=provenance)
+    store.write_version("sensitivity_subset", subset_rows(sens_picked, m, config.seed, config.sampling, run),
+                        version, provenance=provenance)
 
     shares = {"all examples": totals.cluster_counts / n}
     for name, picked in (("sensitivity", sens_picked), ("uniform", unif_picked)):

@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize every asset, shard by shard, into the DuckDB store")
     run.add_argument("--database", default=os.environ.get("CURATION_DATABASE", "data/curation.duckdb"),
                      help="DuckDB file (default: data/curation.duckdb)")
+    run.add_argument("--tables", default=os.environ.get("CURATION_TABLES") or None,
+                     help="where the Parquet files go: a folder or s3://bucket/prefix[?region=..&endpoint_override=..] "
+                          "(default: $CURATION_TABLES, else tables/ beside the database)")
     run.add_argument("--budget", type=int, default=None, help="examples to select (overrides --budget-fraction)")
     run.add_argument("--budget-fraction", type=float, default=0.1, help="share of examples to select (default 0.1)")
     run.add_argument("--seed", type=int, default=0, help="one seed for k-means, the pilot and the draws (default 0)")
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="multiprocess: a process per step (default); in_process: steps in the run's thread")
     bf.add_argument("--database", default=None,
                     help="DuckDB file (default: $CURATION_DATABASE, else data/curation.duckdb)")
+    bf.add_argument("--tables", default=None,
+                    help="a folder or s3://bucket/prefix for the Parquet files (default: $CURATION_TABLES)")
     bf.add_argument("--log-level", default="CRITICAL", help="Dagster console log level (default CRITICAL)")
     bsrc = bf.add_argument_group("your own data (default: $CURATION_SOURCE_* or the bundled BBC News corpus)")
     bsrc.add_argument("--files", default=None, help="glob of Parquet/CSV/JSONL files, one shard per file")
@@ -91,7 +96,7 @@ def _run(args) -> int:
         source_kwargs.update(kind="files", path=args.files, id_column=args.id_column, text_column=args.text_column,
                              label_column=args.label_column, embedding_column=args.embedding_column)
     compute = ComputeDevice(device=args.device)
-    store = CurationStore(database_path=args.database)
+    store = CurationStore(database_path=args.database, tables_dir=args.tables)
     # default_resources adds any resource the code location needs beyond these (e.g. drift)
     resources = default_resources(
         source=ExampleSource(**source_kwargs),
@@ -124,14 +129,17 @@ def _run(args) -> int:
         f"\nDone in {seconds:.1f}s. sensitivity_subset: {summary['rows']} distinct examples "
         f"(budget {summary['budget']} draws) of {n}, weights sum to {summary['weight_sum']:.1f}, "
         f"{summary['clusters']} clusters covered.\n"
-        f"Query it: duckdb {store.db_path} \"SELECT * FROM sensitivity_subset ORDER BY weight DESC LIMIT 10\""
+        + (f"Query it from Python: from resources import CurationStore; CurationStore(database_path="
+           f"{str(store.db_path)!r}, tables_dir={store.tables_dir!r}).database().sql(\"SELECT * FROM sensitivity_subset\")"
+           if store.is_remote else
+           f"Query it: duckdb {store.db_path} \"SELECT * FROM sensitivity_subset ORDER BY weight DESC LIMIT 10\"")
     )
     return 0
 
 
 # backfill flag -> the environment variable the runs read (see curation_assets/definitions.py)
 _BACKFILL_ENV = {
-    "database": "CURATION_DATABASE", "files": "CURATION_SOURCE_PATH", "id_column": "CURATION_ID_COLUMN",
+    "database": "CURATION_DATABASE", "tables": "CURATION_TABLES", "files": "CURATION_SOURCE_PATH", "id_column": "CURATION_ID_COLUMN",
     "text_column": "CURATION_TEXT_COLUMN", "label_column": "CURATION_LABEL_COLUMN",
     "embedding_column": "CURATION_EMBEDDING_COLUMN", "num_shards": "CURATION_NUM_SHARDS",
     "max_examples_per_shard": "CURATION_MAX_EXAMPLES_PER_SHARD",
@@ -266,8 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": _run, "backfill": _backfill, "ui": _ui}[args.command](args)
     except (ValueError, OSError, KeyError) as exc:
-        print(f"curate: error: {exc}", file=sys.stderr)
+        print(f"curate: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: Exception) -> str:
+    """A resource's refused setting (pydantic's multi-line report) as our own message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        return "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in errors())
+    return str(exc)
 
 
 if __name__ == "__main__":

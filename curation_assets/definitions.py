@@ -5,6 +5,7 @@ module (a multiprocess-executor step, a run launched from the UI, `curate backfi
 uses the same data without a code edit. Unset or empty variables keep the defaults:
 
     CURATION_DATABASE               store.database_path (data/curation.duckdb)
+    CURATION_TABLES                 store.tables_dir: a folder or s3://bucket/prefix (tables/ beside the database)
     CURATION_SOURCE_KIND            source.kind: bbc_news, files or duckdb_table (bbc_news)
     CURATION_SOURCE_PATH            source.path, the glob of a `files` source
     CURATION_SOURCE_DATABASE        source.database of a `duckdb_table` source
@@ -51,6 +52,7 @@ SOURCE_ENV = {
     "CURATION_MAX_EXAMPLES_PER_SHARD": ("max_examples_per_shard", int),
 }
 DATABASE_ENV = "CURATION_DATABASE"
+TABLES_ENV = "CURATION_TABLES"
 EXECUTOR_ENV = "CURATION_EXECUTOR"
 K8S_GPUS_ENV = "CURATION_K8S_GPUS"
 ENV_VARS = (DATABASE_ENV, *SOURCE_ENV, EXECUTOR_ENV, K8S_GPUS_ENV)
@@ -101,8 +103,9 @@ def source_from_env(environ: Mapping[str, str] | None = None) -> ExampleSource:
 
 def store_from_env(environ: Mapping[str, str] | None = None) -> CurationStore:
     environ = os.environ if environ is None else environ
-    path = _env(environ, DATABASE_ENV)
-    return CurationStore(database_path=path) if path else CurationStore()
+    kwargs = {field: value for field, name in (("database_path", DATABASE_ENV), ("tables_dir", TABLES_ENV))
+              if (value := _env(environ, name))}
+    return CurationStore(**kwargs)
 
 
 def gpu_step_k8s_config(gpus: int = 1) -> dict:

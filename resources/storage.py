@@ -1,18 +1,20 @@
 """Parquet files behind DuckDB views: the storage and query layer of every asset.
 
-Layout under `tables_dir` (default: `tables/` beside the database file):
+Layout under `tables_dir` (default: `tables/` beside the database file; a local folder or an
+`s3://bucket/prefix` URL, see object_storage.py):
 
     <asset>/<partition>.parquet          one file per shard (partitioned assets)
     <asset>/_all.parquet                 one file (unpartitioned assets)
     <asset>/versions/<version>.parquet   one file per run (versioned assets, e.g. subsets)
 
-Each file is written to a temporary name and renamed into place, so a killed run leaves the
-previous file whole. The DuckDB database holds only views over these files (one per asset,
+Each file is written to a temporary name and renamed into place (an object is uploaded whole),
+so a killed run leaves the previous file whole. The DuckDB database holds only views over these files (one per asset,
 under the asset's name, plus `<asset>_history` for versioned ones), so readers never hold the
 database's single write lock, and several runs can write different shards at once.
 """
 
 
+import functools
 import json
 import os
 import re
@@ -22,9 +24,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from .object_storage import ObjectLocation, check_object_url, is_url, open_object_location
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -64,6 +69,20 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _write_error(exc: Exception, where) -> OSError:
+    """A full disk, an unwritable folder or a refused upload as one OSError naming the place."""
+    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+    return OSError(getattr(exc, "errno", None) or 0,
+                   f"store: could not write {where} ({reason}); the stored data there is unchanged")
+
+
+def _parquet_options(compression: str) -> dict:
+    # Uncompressed (float) data gains nothing from dictionary pages or min/max statistics,
+    # and skipping both writes embeddings ~1.6x faster.
+    plain = compression == "none"
+    return {"compression": compression, "use_dictionary": not plain, "write_statistics": not plain}
+
+
 def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> None:
     """Write to a temporary file in the same folder, fsync it, then rename over `path`.
 
@@ -73,9 +92,27 @@ def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zst
     try:
         _write_then_rename(table, path, compression)
     except (OSError, pa.ArrowException) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise OSError(getattr(exc, "errno", None) or 0,
-                      f"store: could not write {path} ({reason}); the stored data there is unchanged") from exc
+        raise _write_error(exc, path) from exc
+
+
+def upload_whole(location: ObjectLocation, path: str, data) -> None:
+    """One upload of bytes already in memory: the object appears complete or not at all."""
+    try:
+        with location.filesystem.open_output_stream(path) as out:
+            out.write(data)
+    except (OSError, pa.ArrowException) as exc:
+        raise _write_error(exc, location.url(path)) from exc
+
+
+def parquet_bytes(table: pa.Table, compression: str = "zstd") -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **_parquet_options(compression))
+    return sink.getvalue()
+
+
+@functools.lru_cache(maxsize=8)
+def _object_location(url: str) -> ObjectLocation:
+    return open_object_location(url)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -91,10 +128,7 @@ def _write_then_rename(table: pa.Table, path: Path, compression: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        # Uncompressed (float) data gains nothing from dictionary pages or min/max statistics,
-        # and skipping both writes embeddings ~1.6x faster.
-        plain = compression == "none"
-        pq.write_table(table, tmp, compression=compression, use_dictionary=not plain, write_statistics=not plain)
+        pq.write_table(table, tmp, **_parquet_options(compression))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -117,7 +151,9 @@ class CurationStore(ConfigurableResource):
         default="data/curation.duckdb", description="DuckDB file holding one view per asset."
     )
     tables_dir: str | None = Field(
-        default=None, description="Folder of the Parquet files (default: tables/ beside the database)."
+        default=None,
+        description="Where the Parquet files go: a folder (default: tables/ beside the database) or an "
+                    "S3-compatible URL, s3://bucket/prefix[?region=..&endpoint_override=host:port&scheme=http].",
     )
     duckdb_memory_limit: str = Field(
         default="1GB", description="Memory cap of the DuckDB queries over the files (they spill to disk beyond it)."
@@ -126,67 +162,136 @@ class CurationStore(ConfigurableResource):
         default=60.0, description="How long to retry when another process holds the database's write lock."
     )
 
-    # ---- paths ---------------------------------------------------------------------------
+    @field_validator("tables_dir")
+    @classmethod
+    def _known_location(cls, value: str | None) -> str | None:
+        return check_object_url(value) if value and is_url(value) else value
+
+    # ---- where things are ----------------------------------------------------------------
+    # Internally every file has a filesystem path (pyarrow's: "/abs/path" or "bucket/prefix/..."),
+    # DuckDB gets the same place as SQL text (the path, or "s3://bucket/prefix/..."), and users
+    # get a Path (local) or the URL (object storage).
     @property
     def db_path(self) -> Path:
         return Path(self.database_path).expanduser().resolve()
 
     @property
+    def view_markers(self) -> Path:
+        """Beside the database file: what each of its views was last created as (a cache)."""
+        return self.db_path.parent / f".{self.db_path.name}.views"
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.tables_dir) and is_url(self.tables_dir)
+
+    @property
+    def _remote(self) -> ObjectLocation | None:
+        return _object_location(self.tables_dir) if self.is_remote else None
+
+    @property
     def root(self) -> Path:
+        """The local folder of the files (an object-storage store has none: see `location`)."""
+        if self.is_remote:
+            raise ValueError(f"store.tables_dir is the object-storage URL {self.tables_dir!r}, not a local folder")
         if self.tables_dir:
             return Path(self.tables_dir).expanduser().resolve()
         return self.db_path.parent / "tables"
 
-    def _folder(self, name: str) -> Path:
-        return self.root / _check_name(name)
+    @property
+    def location(self) -> str:
+        """Where the files are, as a user would write it: a folder or s3://bucket/prefix."""
+        remote = self._remote
+        return remote.url(remote.base) if remote else str(self.root)
 
-    def _file(self, name: str, partition: str | None) -> Path:
+    def _filesystem(self) -> pafs.FileSystem:
+        remote = self._remote
+        return remote.filesystem if remote else pafs.LocalFileSystem()
+
+    def _base(self) -> str:
+        remote = self._remote
+        return remote.base if remote else str(self.root)
+
+    def _folder(self, name: str) -> str:
+        return f"{self._base()}/{_check_name(name)}"
+
+    def _file(self, name: str, partition: str | None) -> str:
         key = UNPARTITIONED if partition is None else check_partition_key(partition)
-        return self._folder(name) / f"{key}.parquet"
+        return f"{self._folder(name)}/{key}.parquet"
 
-    def _glob(self, name: str) -> str:
-        return str(self._folder(name) / "*.parquet")
+    def _version_file(self, name: str, version: str) -> str:
+        return f"{self._folder(name)}/versions/{check_partition_key(version)}.parquet"
+
+    def _sql_path(self, path: str) -> str:
+        remote = self._remote
+        return _sql_string(remote.url(path) if remote else path)
+
+    def _public(self, path: str) -> Path | str:
+        remote = self._remote
+        return remote.url(path) if remote else Path(path)
+
+    def _is_file(self, path: str) -> bool:
+        return self._filesystem().get_file_info(path).type == pafs.FileType.File
+
+    def _listing(self, folder: str) -> list[pafs.FileInfo]:
+        return self._filesystem().get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+
+    def _parquet_names(self, folder: str) -> list[str]:
+        """Sorted names of the finished Parquet files in `folder` (temporary files end in .tmp)."""
+        return sorted(i.base_name for i in self._listing(folder)
+                      if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                      and not i.base_name.startswith("."))
 
     # ---- writes --------------------------------------------------------------------------
+    def _put_table(self, table: pa.Table, path: str, compression: str = "zstd") -> None:
+        remote = self._remote
+        if remote:
+            upload_whole(remote, path, parquet_bytes(table, compression))
+        else:
+            atomic_write_parquet(table, Path(path), compression=compression)
+
     def write(self, name: str, table: pa.Table, partition: str | None = None, *, compression: str = "zstd",
-              provenance: dict | None = None) -> Path:
+              provenance: dict | None = None) -> Path | str:
         """Atomically replace one partition (or the whole table) and refresh its view.
 
         `provenance` (what the data was computed from) goes into the file's own footer, so data
         and provenance are replaced together or not at all.
         """
         path = self._file(name, partition)
-        atomic_write_parquet(_with_provenance(table, provenance), path, compression=compression)
+        self._put_table(_with_provenance(table, provenance), path, compression)
         self._create_view(name, self._source_sql(name))
-        return path
+        return self._public(path)
 
-    def write_version(self, name: str, table: pa.Table, version: str, provenance: dict | None = None) -> Path:
+    def write_version(self, name: str, table: pa.Table, version: str,
+                      provenance: dict | None = None) -> Path | str:
         """Add a new version; the view `<name>` shows the newest, `<name>_history` all of them."""
-        check_partition_key(version)
-        path = self._folder(name) / "versions" / f"{version}.parquet"
-        if path.exists():
-            raise FileExistsError(f"{name}: version {version!r} already exists at {path}")
-        atomic_write_parquet(_with_provenance(table, provenance), path)
-        latest = self.latest_version_path(name)
-        self._create_view(name, f"read_parquet({_sql_string(str(latest))})")
-        self._create_view(
-            f"{name}_history",
-            f"read_parquet({_sql_string(str(self._folder(name) / 'versions' / '*.parquet'))}, union_by_name=true)",
-        )
-        return path
+        path = self._version_file(name, version)
+        if self._is_file(path):
+            raise FileExistsError(f"{name}: version {version!r} already exists at {self._public(path)}")
+        self._put_table(_with_provenance(table, provenance), path)
+        self._create_view(name, f"read_parquet({self._sql_path(self._latest_version_file(name))})")
+        self._create_view(f"{name}_history", self._history_sql(name))
+        return self._public(path)
 
     def _source_sql(self, name: str) -> str:
-        return f"read_parquet({_sql_string(self._glob(name))}, union_by_name=true)"
+        return f"read_parquet({self._sql_path(self._folder(name) + '/*.parquet')}, union_by_name=true)"
+
+    def _history_sql(self, name: str) -> str:
+        return f"read_parquet({self._sql_path(self._folder(name) + '/versions/*.parquet')}, union_by_name=true)"
 
     @staticmethod
     def _view_body(name: str, source_sql: str) -> str:
         return VIEW_SQL.get(name, "SELECT * FROM {source}").format(source=source_sql)
 
-    def write_file(self, name: str, filename: str, data: bytes) -> Path:
+    def write_file(self, name: str, filename: str, data: bytes) -> Path | str:
         """Atomically store a side file of an asset (a plot, a report) under <asset>/files/."""
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z", filename):
             raise ValueError(f"file name: {filename!r} must hold only letters, digits, '_', '-', '.'")
-        path = self._folder(name) / "files" / filename
+        path = f"{self._folder(name)}/files/{filename}"
+        remote = self._remote
+        if remote:
+            upload_whole(remote, path, data)
+            return self._public(path)
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.tmp")
         try:
@@ -201,15 +306,35 @@ class CurationStore(ConfigurableResource):
                 tmp.unlink()
         return path
 
+    def file_exists(self, name: str, filename: str) -> bool:
+        """Whether the side file `filename` of asset `name` is stored."""
+        return self._is_file(f"{self._folder(name)}/files/{filename}")
+
+    def _duckdb(self, database: str = ":memory:", **kwargs) -> duckdb.DuckDBPyConnection:
+        """A connection that can read this store's files (object storage through pyarrow's
+        filesystem, registered with DuckDB: no httpfs download at run time)."""
+        con = duckdb.connect(database, **kwargs)
+        remote = self._remote
+        if remote:
+            con.register_filesystem(remote.duckdb_filesystem())
+        return con
+
+    def database(self, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """The database file with its views, able to read the files wherever they are (for an
+        s3:// store this is how to query it; a plain DuckDB client would need httpfs)."""
+        if not self.db_path.exists():
+            raise FileNotFoundError(f"store.database_path: {self.db_path} does not exist yet; materialize an asset first")
+        return self._duckdb(str(self.db_path), read_only=read_only)
+
     def _create_view(self, name: str, source_sql: str) -> None:
         """Create or replace a view in the database file, only when its SQL changed.
 
         Views over a folder's glob stay valid as shards come and go, so most writes need not
         touch the database at all: concurrent shard writers then never queue on its one write
-        lock. A marker file beside the Parquet files remembers the last SQL written.
+        lock. A marker file beside the database file remembers the last SQL written.
         """
         stmt = f"CREATE OR REPLACE VIEW {_quote_ident(_check_name(name))} AS {self._view_body(name, source_sql)}"
-        marker = self.root / ".views" / f"{_check_name(name)}.sql"
+        marker = self.view_markers / f"{_check_name(name)}.sql"
         if self.db_path.exists() and marker.exists() and marker.read_text() == f"{self.db_path}\n{stmt}":
             return
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +342,7 @@ class CurationStore(ConfigurableResource):
         delay = 0.05
         while True:
             try:
-                with duckdb.connect(str(self.db_path)) as con:
+                with self._duckdb(str(self.db_path)) as con:
                     con.execute(stmt)
                 break
             except duckdb.IOException as exc:  # another process holds the write lock
@@ -238,96 +363,99 @@ class CurationStore(ConfigurableResource):
 
     # ---- reads ---------------------------------------------------------------------------
     def partitions(self, name: str) -> list[str]:
-        folder = self._folder(name)
-        if not folder.exists():
-            return []
-        return sorted(p.stem for p in folder.glob("*.parquet") if p.stem != UNPARTITIONED)
+        return [f[: -len(".parquet")] for f in self._parquet_names(self._folder(name))
+                if f != f"{UNPARTITIONED}.parquet"]
 
     def exists(self, name: str, partition: str | None = None) -> bool:
         if partition is None:
-            return any(self._folder(name).glob("*.parquet"))
-        return self._file(name, partition).exists()
+            return bool(self._parquet_names(self._folder(name)))
+        return self._is_file(self._file(name, partition))
 
-    def latest_version_path(self, name: str) -> Path:
-        versions = sorted((self._folder(name) / "versions").glob("*.parquet"))
+    def _latest_version_file(self, name: str) -> str:
+        versions = self._parquet_names(f"{self._folder(name)}/versions")
         if not versions:
             raise FileNotFoundError(f"{name}: no version has been written yet; materialize it first")
-        return versions[-1]
+        return f"{self._folder(name)}/versions/{versions[-1]}"
+
+    def latest_version_path(self, name: str) -> Path | str:
+        return self._public(self._latest_version_file(name))
+
+    def latest_version(self, name: str) -> str:
+        """The name of the newest version (versions sort by time)."""
+        return self._latest_version_file(name).rsplit("/", 1)[1][: -len(".parquet")]
+
+    def read_version(self, name: str, version: str) -> pa.Table:
+        path = self._version_file(name, version)
+        if not self._is_file(path):
+            raise FileNotFoundError(f"{name}: version {version!r} not found at {self._public(path)}")
+        return pq.read_table(path, filesystem=self._filesystem())
 
     def read(self, name: str, partitions: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
         """One table from the given partitions (default: every file of the asset)."""
         if partitions is None:
-            files = sorted(self._folder(name).glob("*.parquet"))
+            files = [f"{self._folder(name)}/{f}" for f in self._parquet_names(self._folder(name))]
             if not files:
-                raise FileNotFoundError(f"{name}: nothing stored yet under {self._folder(name)}; materialize it first")
+                raise FileNotFoundError(f"{name}: nothing stored yet under {self._public(self._folder(name))}; "
+                                        "materialize it first")
         else:
             files = [self._file(name, p) for p in partitions]
-            missing = [p for p, f in zip(partitions, files) if not f.exists()]
+            missing = [p for p, f in zip(partitions, files) if not self._is_file(f)]
             if missing:
                 raise FileNotFoundError(f"{name}: partition(s) {missing} not materialized yet")
+        fs = self._filesystem()
         return pa.concat_tables(
-            [pq.read_table(f, columns=columns) for f in files], promote_options="permissive"
+            [pq.read_table(f, columns=columns, filesystem=fs) for f in files], promote_options="permissive"
         )
+
+    def _stored_file(self, name: str, partition: str | None) -> str:
+        path = self._file(name, partition)
+        if not self._is_file(path):
+            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
+        return path
 
     def row_count(self, name: str, partition: str | None = None) -> int:
         """Rows of one stored partition, from the Parquet footer (no data read)."""
-        path = self._file(name, partition)
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
-        return pq.ParquetFile(path).metadata.num_rows
+        path = self._stored_file(name, partition)
+        with self._filesystem().open_input_file(path) as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
 
     def schema(self, name: str, partition: str | None = None) -> pa.Schema:
         """Column names and types of one stored partition, from its footer."""
-        path = self._file(name, partition)
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
-        return pq.read_schema(path)
+        return pq.read_schema(self._stored_file(name, partition), filesystem=self._filesystem())
 
     def provenance(self, name: str, partition: str | None = None, *, versioned: bool = False) -> dict | None:
         """What a stored partition (or the newest version) was computed from; None if absent."""
-        if versioned:
-            try:
-                path = self.latest_version_path(name)
-            except FileNotFoundError:
-                return None
-        else:
-            path = self._file(name, partition)
-            if not path.exists():
-                return None
-        meta = pq.read_schema(path).metadata or {}
+        try:
+            path = self._latest_version_file(name) if versioned else self._stored_file(name, partition)
+        except FileNotFoundError:
+            return None
+        meta = pq.read_schema(path, filesystem=self._filesystem()).metadata or {}
         raw = meta.get(PROVENANCE_KEY)
         return json.loads(raw) if raw else None
 
     def read_rows(self, name: str, partition: str | None, rows, columns: list[str] | None = None) -> pa.Table:
         """The given row positions (in stored order) of one partition, reading only `columns`."""
-        path = self._file(name, partition)
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: partition {partition!r} not materialized yet")
-        return pq.read_table(path, columns=columns).take(pa.array(rows, pa.int64()))
+        path = self._stored_file(name, partition)
+        return pq.read_table(path, columns=columns, filesystem=self._filesystem()).take(pa.array(rows, pa.int64()))
 
     def read_latest_version(self, name: str) -> pa.Table:
-        return pq.read_table(self.latest_version_path(name))
+        return pq.read_table(self._latest_version_file(name), filesystem=self._filesystem())
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per stored asset, reading the Parquet
         files directly, so queries never wait for (or block) the database file's write lock."""
-        con = duckdb.connect(config={"memory_limit": self.duckdb_memory_limit})
-        if not self.root.exists():
-            return con
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or not _NAME.match(folder.name):
+        con = self._duckdb(config={"memory_limit": self.duckdb_memory_limit})
+        for folder in self._listing(self._base()):
+            name = folder.base_name
+            if folder.type != pafs.FileType.Directory or not _NAME.match(name):
                 continue
-            if any(folder.glob("*.parquet")):
-                body = self._view_body(folder.name, self._source_sql(folder.name))
-                con.execute(f"CREATE VIEW {_quote_ident(folder.name)} AS {body}")
-            elif any((folder / "versions").glob("*.parquet")):
-                latest = _sql_string(str(self.latest_version_path(folder.name)))
-                history = _sql_string(str(folder / "versions" / "*.parquet"))
-                con.execute(f"CREATE VIEW {_quote_ident(folder.name)} AS SELECT * FROM read_parquet({latest})")
-                con.execute(
-                    f"CREATE VIEW {_quote_ident(folder.name + '_history')} AS "
-                    f"SELECT * FROM read_parquet({history}, union_by_name=true)"
-                )
+            if self._parquet_names(folder.path):
+                body = self._view_body(name, self._source_sql(name))
+                con.execute(f"CREATE VIEW {_quote_ident(name)} AS {body}")
+            elif self._parquet_names(f"{folder.path}/versions"):
+                latest = self._sql_path(self._latest_version_file(name))
+                con.execute(f"CREATE VIEW {_quote_ident(name)} AS SELECT * FROM read_parquet({latest})")
+                con.execute(f"CREATE VIEW {_quote_ident(name + '_history')} AS SELECT * FROM {self._history_sql(name)}")
         return con
 
     def query(self, sql: str, params: list | None = None) -> pa.Table:

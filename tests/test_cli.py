@@ -40,3 +40,15 @@ def test_curate_run_reports_bad_input_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("curate: error: source.path: no files match")
     assert "Traceback" not in proc.stderr
+
+
+def test_curate_run_refuses_an_unknown_storage_url_before_writing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "curation_assets.cli", "run", "--tables", "gs://bucket/curation"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "curate: error: store.tables_dir: 'gs://bucket/curation' is not a local folder or an s3:// URL "
+        "(object storage supported: s3://)")
+    assert not (tmp_path / "data").exists()

@@ -8,16 +8,14 @@ of silently shifting the weights. `curation_assets.training` turns the weights i
 per-example loss weights.
 """
 
-import io
 import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from resources.storage import CurationStore
+from resources.storage import CurationStore, parquet_bytes
 
 from ..plots import markdown_table
 
@@ -91,8 +89,8 @@ def export_table(store: CurationStore, subset: str) -> tuple[pa.Table, pa.Table,
     """(export rows, the subset version they came from, its name). Raises if any subset row has
     no text or more than one (the export must hold exactly the subset's rows)."""
     check_subset(subset)
-    path = store.latest_version_path(subset)
-    stored = pq.read_table(path)
+    version = store.latest_version(subset)
+    stored = store.read_version(subset, version)
     rows = _subset_rows(stored)
     with store.connect() as con:
         # The subset is registered from the version read above (not the view), so the rows and
@@ -106,7 +104,7 @@ def export_table(store: CurationStore, subset: str) -> tuple[pa.Table, pa.Table,
     if joined.num_rows != rows.num_rows:
         raise ValueError(f"subset_export: raw_examples holds some of {subset}'s example_ids more than once "
                          f"({joined.num_rows} joined rows for {rows.num_rows} subset rows)")
-    return joined.select(COLUMNS).cast(SCHEMA), stored, path.stem
+    return joined.select(COLUMNS).cast(SCHEMA), stored, version
 
 
 def export_files(subset: str) -> tuple[str, str]:
@@ -115,13 +113,7 @@ def export_files(subset: str) -> tuple[str, str]:
 
 def export_is_complete(store: CurationStore, subset: str) -> bool:
     """Both files of the export are there (a run killed between the two writes left one)."""
-    return all((store.root / "subset_export" / "files" / name).exists() for name in export_files(subset))
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+    return all(store.file_exists("subset_export", name) for name in export_files(subset))
 
 
 def jsonl_bytes(table: pa.Table) -> bytes:

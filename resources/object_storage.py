@@ -1,0 +1,98 @@
+"""Where the store's files live: a local folder or an S3-compatible bucket, behind one interface.
+
+pyarrow's filesystem layer (bundled with pyarrow, so nothing from the network at run time) reads
+and writes both. DuckDB reads the same objects through fsspec's wrapper of that filesystem,
+registered on each connection: DuckDB's own httpfs extension would have to be downloaded, and
+this way DuckDB, pyarrow and the store see one configuration (endpoint, region, credentials).
+
+An object store has no rename, but a single upload is atomic: readers see the old object or the
+new one, never part of it, and an upload cut short leaves nothing. So a local file is written
+to a temporary name, fsynced and renamed, while an object is uploaded whole from memory.
+"""
+
+import functools
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+# S3 and S3-compatible services (MinIO, Ceph, Cloudflare R2, Google Cloud Storage's XML API).
+SCHEMES = ("s3",)
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+@dataclass(frozen=True)
+class ObjectLocation:
+    """A bucket prefix: `filesystem` paths are "bucket/prefix/...", DuckDB's are "s3://bucket/prefix/..."."""
+
+    filesystem: pafs.FileSystem
+    scheme: str
+    base: str  # "bucket/prefix", no trailing slash
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{path}"
+
+    def duckdb_filesystem(self):
+        """The same filesystem as fsspec sees it, to register on a DuckDB connection."""
+        return _duckdb_wrapper()(self.filesystem)  # protocol "s3": DuckDB routes s3:// paths to it
+
+
+@functools.cache
+def _duckdb_wrapper():
+    """fsspec's wrapper of a pyarrow filesystem, with reads DuckDB can share between threads.
+
+    fsspec's own ArrowFile hands DuckDB pyarrow's stateful seek + read, and DuckDB reading column
+    chunks of one file from several threads then gets short or misplaced reads ("TProtocolException:
+    Invalid data" on files of a few MB). Reads here are positional (pyarrow's read_at), behind
+    fsspec's buffered file, as in fsspec's own S3 implementation.
+    """
+    from fsspec.implementations.arrow import ArrowFSWrapper
+    from fsspec.spec import AbstractBufferedFile
+
+    class RangeReadFile(AbstractBufferedFile):
+        def __init__(self, fs, path, arrow_file, block_size):
+            self._arrow_file = arrow_file
+            super().__init__(fs, path, mode="rb", size=arrow_file.size(), block_size=block_size,
+                             cache_type="none")
+
+        def _fetch_range(self, start, end):
+            return self._arrow_file.read_at(end - start, start)
+
+        def close(self):
+            super().close()
+            self._arrow_file.close()
+
+    class DuckDBArrowFS(ArrowFSWrapper):
+        def _open(self, path, mode="rb", block_size=None, **kwargs):
+            if mode != "rb":
+                return super()._open(path, mode, block_size, **kwargs)
+            path = self._strip_protocol(path)
+            return RangeReadFile(self, path, self.fs.open_input_file(path), block_size or 4 * 2**20)
+
+    return DuckDBArrowFS
+
+
+def check_object_url(url: str, setting: str = "store.tables_dir") -> str:
+    """Refuse what cannot be a bucket prefix, by its text alone (no request is made)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"{setting}: {url!r} is not a local folder or an s3:// URL "
+                         f"(object storage supported: {', '.join(s + '://' for s in SCHEMES)})")
+    if not parts.netloc:
+        raise ValueError(f"{setting}: {url!r} names no bucket (expected s3://bucket/prefix)")
+    return url
+
+
+def open_object_location(url: str, setting: str = "store.tables_dir") -> ObjectLocation:
+    """Parse `s3://bucket/prefix?region=...&endpoint_override=host:port&scheme=http` (pyarrow's
+    URI options). Credentials come from the usual AWS sources (environment, profile, pod role);
+    name the region, or pyarrow asks AWS for the bucket's."""
+    parts = urlsplit(check_object_url(url, setting))
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(url)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{setting}: could not open {url!r} ({exc})") from exc
+    return ObjectLocation(filesystem, parts.scheme, path.rstrip("/"))

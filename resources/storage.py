@@ -14,7 +14,6 @@ database's single write lock, and several runs can write different shards at onc
 """
 
 
-import functools
 import json
 import os
 import re
@@ -110,11 +109,6 @@ def parquet_bytes(table: pa.Table, compression: str = "zstd") -> pa.Buffer:
     return sink.getvalue()
 
 
-@functools.lru_cache(maxsize=8)
-def _object_location(url: str) -> ObjectLocation:
-    return open_object_location(url)
-
-
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in `folder` durable (the new name survives a power cut, not just a kill)."""
     fd = os.open(folder, os.O_RDONLY)
@@ -186,7 +180,7 @@ class CurationStore(ConfigurableResource):
 
     @property
     def _remote(self) -> ObjectLocation | None:
-        return _object_location(self.tables_dir) if self.is_remote else None
+        return open_object_location(self.tables_dir) if self.is_remote else None
 
     @property
     def root(self) -> Path:

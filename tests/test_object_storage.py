@@ -60,27 +60,33 @@ def _normalised(names) -> set[str]:
 
 
 def _run(store: CurationStore, inbox, extras: bool = True) -> list:
-    source = ExampleSource(kind="files", path=str(inbox / "*.parquet"), embedding_column="vec")
+    """The graph on `inbox`: a local folder, or an s3:// URL of the folder holding the files."""
+    glob = f"{inbox.split('?')[0]}/*.parquet?{inbox.split('?')[1]}" if isinstance(inbox, str) else str(inbox / "*.parquet")
+    source = ExampleSource(kind="files", path=glob, embedding_column="vec")
     with DagsterInstance.ephemeral() as instance:
         return run_pipeline(instance, make_resources(store, source), CONFIG, log=lambda _: None, extras=extras)
 
 
 def test_pipeline_on_object_storage_matches_the_same_run_on_disk(tmp_path, s3):
+    """Source files and store both in the bucket, against the same files and store on disk."""
     endpoint, client = s3
-    inbox = tmp_path / "inbox"
+    inbox, bucket_inbox = tmp_path / "inbox", _url(endpoint, "team/inbox")
     inbox.mkdir()
+
+    def add_shard(shard: int) -> None:
+        write_examples(inbox / f"s{shard}.parquet", [f"s{shard}-{i}" for i in range(60)], clustered_vectors(60, shard))
+        client.upload_file(str(inbox / f"s{shard}.parquet"), BUCKET, f"team/inbox/s{shard}.parquet")
     for shard in range(2):
-        ids = [f"s{shard}-{i}" for i in range(60)]
-        write_examples(inbox / f"s{shard}.parquet", ids, clustered_vectors(60, shard))
+        add_shard(shard)
     local = CurationStore(database_path=str(tmp_path / "local" / "c.duckdb"))
     remote = CurationStore(database_path=str(tmp_path / "remote" / "c.duckdb"), tables_dir=_url(endpoint, "team/a"))
     _run(local, inbox)
-    _run(remote, inbox)
+    _run(remote, bucket_inbox)
 
     # Every file went to the bucket, under the same names as on disk; none to the local disk.
     local_files = {str(p.relative_to(local.root)) for p in local.root.rglob("*") if p.is_file()}
     assert _normalised(_keys(client, "team/a")) == _normalised(local_files)
-    assert not (tmp_path / "remote" / "tables").exists()
+    assert sorted(p.name for p in (tmp_path / "remote").iterdir()) == [".c.duckdb.views", "c.duckdb"]
     assert remote.location == f"s3://{BUCKET}/team/a"
     with pytest.raises(ValueError, match="store.tables_dir is the object-storage URL"):
         remote.root
@@ -101,11 +107,11 @@ def test_pipeline_on_object_storage_matches_the_same_run_on_disk(tmp_path, s3):
         assert "s3://" in con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'embeddings'").fetchall()[0][0]
 
     # Provenance lives in the objects' footers, so a second run finds everything current.
-    assert _run(remote, inbox) == []
+    assert _run(remote, bucket_inbox) == []
     # A new shard: only it is embedded and assigned; the shards already in the bucket stay as they are.
     before = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="team/a/embeddings/")["Contents"]}
-    write_examples(inbox / "s2.parquet", [f"s2-{i}" for i in range(60)], clustered_vectors(60, 2))
-    ran = _run(remote, inbox, extras=False)
+    add_shard(2)
+    ran = _run(remote, bucket_inbox, extras=False)
     after = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="team/a/embeddings/")["Contents"]}
     assert {k: v for k, v in after.items() if k in before} == before
     assert set(after) - set(before) == {"team/a/embeddings/s2.parquet"}
@@ -171,3 +177,32 @@ def test_duckdb_reads_multi_megabyte_objects_whole(tmp_path, s3):
     want = local.query(sql).to_pylist()
     for _ in range(5):
         assert remote.query(sql).to_pylist() == want
+
+
+def test_files_source_in_a_bucket_reads_like_the_same_files_on_disk(tmp_path, s3):
+    """CSV and JSON Lines too (DuckDB's readers through the bucket), a recursive glob, and a
+    changed object is a changed shard."""
+    endpoint, client = s3
+    local = tmp_path / "in"
+    (local / "sub").mkdir(parents=True)
+    write_examples(local / "a.csv", ["1.50", "True", "x"], fmt="csv")
+    write_examples(local / "sub" / "b.jsonl", ["7", "8"], fmt="jsonl")
+    for f in ("a.csv", "sub/b.jsonl"):
+        client.upload_file(str(local / f), BUCKET, f"src/in/{f}")
+    client.put_object(Bucket=BUCKET, Key="src/in/notes.txt", Body=b"not matched")
+    on_disk = ExampleSource(kind="files", path=str(local / "**" / "*.*[lv]"))
+    glob = f"s3://{BUCKET}/src/in/**/*.*[lv]?region=us-east-1&endpoint_override={endpoint}&scheme=http"
+    in_bucket = ExampleSource(kind="files", path=glob)
+    assert in_bucket.list_shards() == on_disk.list_shards() == ["a", "b"]
+    for shard in ("a", "b"):
+        assert in_bucket.load_shard(shard).equals(on_disk.load_shard(shard))
+    before = in_bucket.shard_fingerprint("a")
+    assert before == in_bucket.shard_fingerprint("a")
+    time.sleep(1.1)  # S3 times are in whole seconds
+    client.put_object(Bucket=BUCKET, Key="src/in/a.csv", Body=(local / "a.csv").read_bytes() + b"y,text of y,a\n")
+    assert in_bucket.shard_fingerprint("a") != before
+    assert in_bucket.load_shard("a").num_rows == 4
+    with pytest.raises(FileNotFoundError, match="source.path: no files match"):
+        ExampleSource(kind="files", path=glob.replace("/in/", "/nothing/")).list_shards()
+    with pytest.raises(ValueError, match="source.path: 'gs://b/x.csv' is not a local folder or an s3:// URL"):
+        ExampleSource(kind="files", path="gs://b/x.csv")

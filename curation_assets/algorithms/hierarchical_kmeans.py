@@ -9,9 +9,10 @@ contributes at most r points), re-runs k-means (fresh k-means++ then Lloyd) on t
 and reassigns everything; repeated, the centroids drift from the head toward an even cover of
 the concepts.
 
-Lloyd iterations are faiss's, started from our own seeded k-means++ centroids, on every point
-given (faiss is told never to subsample). faiss refills a cluster that empties by splitting a
-large one, so no centroid is wasted.
+Lloyd iterations are the flat k-means' (faiss on the CPU, faiss's GPU build or torch on CUDA),
+started from our own seeded k-means++ centroids, on every point given (never subsampled). A
+cluster that empties is refilled (faiss splits a large one, torch re-seeds with the farthest
+points), so no centroid is wasted.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-from .kmeans import assign_to_centroids, default_n_clusters
+from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .validation import as_embedding_matrix, check_whole_number
 
 
@@ -166,15 +166,13 @@ def _greedy_seeding(x: np.ndarray, k: int, trials: int, rng: np.random.Generator
     return np.ascontiguousarray(x[chosen])
 
 
-def lloyd(x: np.ndarray, init_centroids: np.ndarray, n_iter: int, seed: int, use_gpu: bool = False) -> np.ndarray:
-    """faiss Lloyd iterations from the given centroids, on every row of x (no subsampling)."""
-    k, d = init_centroids.shape
-    km = faiss.Kmeans(
-        d, k, niter=int(n_iter), seed=int(seed) % (2**31), verbose=False, gpu=bool(use_gpu),
-        max_points_per_centroid=int(np.ceil(x.shape[0] / k)) + 1, min_points_per_centroid=1,
-    )
-    km.train(x, init_centroids=np.ascontiguousarray(init_centroids, dtype=np.float32))
-    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+def lloyd(x: np.ndarray, init_centroids: np.ndarray, n_iter: int, seed: int, backend: str = "faiss",
+          device: str = "cpu") -> np.ndarray:
+    """Lloyd iterations from the given centroids, on every row of x (no subsampling), by the flat
+    k-means' backends (faiss, faiss's GPU build, torch on CUDA; see kmeans.resolve_backend)."""
+    return fit_kmeans(x, init_centroids.shape[0], seed=seed, n_iter=n_iter, backend=backend,
+                      device=device if backend == "torch" else None,
+                      init_centroids=np.ascontiguousarray(init_centroids, dtype=np.float32)).centroids
 
 
 def closest_per_cluster(labels: np.ndarray, sq_dist: np.ndarray, r: int) -> np.ndarray:
@@ -189,19 +187,21 @@ def closest_per_cluster(labels: np.ndarray, sq_dist: np.ndarray, r: int) -> np.n
 
 
 def kmeans_with_resampling(x, n_clusters: int, *, resampling_steps: int, resample_size: int, n_iter: int,
-                           rng: np.random.Generator, use_gpu: bool = False) -> tuple[np.ndarray, int]:
+                           rng: np.random.Generator, backend: str = "faiss",
+                           device: str = "cpu") -> tuple[np.ndarray, int]:
     """One level: k-means++ and Lloyd on x, then up to `resampling_steps` rounds of: keep the
     `resample_size` points nearest each centroid, k-means++ and Lloyd on those alone.
     Returns the centroids and the number of resampling steps run."""
-    centroids = lloyd(x, kmeans_plus_plus(x, n_clusters, rng), n_iter, int(rng.integers(2**31)), use_gpu)
+    centroids = lloyd(x, kmeans_plus_plus(x, n_clusters, rng), n_iter, int(rng.integers(2**31)), backend, device)
     for step in range(resampling_steps):
-        labels, sq_dist = assign_to_centroids(x, centroids)
+        labels, sq_dist = assign_to_centroids(x, centroids, device=device)
         kept = x[closest_per_cluster(labels, sq_dist, resample_size)]
         # With r = 1 (clusters of ~2 inputs) no more points than clusters are kept: k-means on them
         # would return the points themselves, so there is nothing to re-cluster.
         if kept.shape[0] <= n_clusters:
             return centroids, step
-        centroids = lloyd(kept, kmeans_plus_plus(kept, n_clusters, rng), n_iter, int(rng.integers(2**31)), use_gpu)
+        centroids = lloyd(kept, kmeans_plus_plus(kept, n_clusters, rng), n_iter, int(rng.integers(2**31)),
+                          backend, device)
     return centroids, resampling_steps
 
 
@@ -213,13 +213,15 @@ def fit_hierarchical_kmeans(
     resample_sizes: Sequence[int] | None = None,
     n_iter: int = 50,
     seed: int = 0,
-    use_gpu: bool = False,
+    backend: str = "faiss",
+    device: str = "cpu",
 ) -> HierarchicalKMeansResult:
     """Cluster the rows of x bottom-up: level 1 the examples, level l the centroids of level l-1.
 
     clusters_per_level: k per level, bottom-up, strictly decreasing (default
     `default_clusters_per_level(n)`). resample_sizes: r per level (default half the mean cluster
-    size there). The same x, parameters and seed give the same result.
+    size there). backend/device: where Lloyd and the assignments run (ComputeDevice.kmeans_backend).
+    The same x, parameters and seed give the same result.
     """
     x = as_embedding_matrix(x)
     n = x.shape[0]
@@ -243,8 +245,8 @@ def fit_hierarchical_kmeans(
     fitted = []
     for k, r in zip(ks, rs):
         centroids, steps_run = kmeans_with_resampling(inputs, k, resampling_steps=steps, resample_size=r,
-                                                      n_iter=iters, rng=rng, use_gpu=use_gpu)
-        labels, sq_dist = assign_to_centroids(inputs, centroids)
+                                                      n_iter=iters, rng=rng, backend=backend, device=device)
+        labels, sq_dist = assign_to_centroids(inputs, centroids, device=device)
         fitted.append((centroids, labels, sq_dist, r, steps_run))
         inputs = centroids
     levels = []

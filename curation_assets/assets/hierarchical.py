@@ -73,12 +73,13 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
     emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
     x = embedding_matrix(emb.column("embedding"))
     n = x.shape[0]
+    backend, device = compute.kmeans_backend()
     start = time.perf_counter()
     try:
         h = fit_hierarchical_kmeans(
             x, config.clusters_per_level, resampling_steps=config.resampling_steps,
             resample_sizes=config.resample_sizes, n_iter=config.n_iter, seed=config.seed,
-            use_gpu=compute.faiss_uses_gpu(),
+            backend=backend, device=device,
         )
     except ValueError as exc:  # name the asset's config field the error is about
         if str(exc).split(":")[0].split("[")[0] in HierarchicalCentroidsConfig.model_fields:
@@ -112,6 +113,7 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
         "n_iter": h.n_iter,
         "seed": config.seed,
         "seconds": round(seconds, 3),
+        "kmeans_backend": f"{backend} ({device})",
         "empty_leaves": int((sizes[0] == 0).sum()),
         "summary": MetadataValue.md(
             f"{len(ks)} level(s) over **{n}** examples in {seconds:.2f}s (bottom-up; sizes in examples).\n\n"

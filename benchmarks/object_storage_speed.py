@@ -22,22 +22,13 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _report import emit, format_table  # noqa: E402
+from _report import best, emit, format_table  # noqa: E402
 
 from curation_assets.arrays import embedding_matrix, embedding_table  # noqa: E402
 from resources import CurationStore, ExampleSource  # noqa: E402
 
 os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_EC2_METADATA_DISABLED": "true"})
-
-
-def best(fn, rounds=3):
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def timed(fn):

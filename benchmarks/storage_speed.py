@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _report import emit, format_table  # noqa: E402
+from _report import best, emit, format_table  # noqa: E402
 
 from curation_assets.arrays import embedding_matrix, embedding_table  # noqa: E402
 from resources import CurationStore  # noqa: E402
-
-
-def best(fn, rounds=3):
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def main(argv=None) -> int:

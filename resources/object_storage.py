@@ -45,10 +45,11 @@ class ObjectLocation:
 def _duckdb_wrapper():
     """fsspec's wrapper of a pyarrow filesystem, with reads DuckDB can share between threads.
 
-    fsspec's own ArrowFile hands DuckDB pyarrow's stateful seek + read, and DuckDB reading column
-    chunks of one file from several threads then gets short or misplaced reads ("TProtocolException:
-    Invalid data" on files of a few MB). Reads here are positional (pyarrow's read_at), behind
-    fsspec's buffered file, as in fsspec's own S3 implementation.
+    Through fsspec's own ArrowFile (pyarrow's seek + read) DuckDB got short reads ("Failed to read
+    2097152 bytes ... only 2036263 bytes returned") and corrupt pages ("TProtocolException:
+    Invalid data") on objects of a few MB, with one DuckDB thread as with four. Reads here are
+    positional (pyarrow's read_at) behind fsspec's buffered file, the way fsspec's S3
+    implementation serves DuckDB; tests/test_object_storage.py fails with the stock wrapper.
     """
     from fsspec.implementations.arrow import ArrowFSWrapper
     from fsspec.spec import AbstractBufferedFile

@@ -43,7 +43,7 @@ class ObjectLocation:
 
 @functools.cache
 def _duckdb_wrapper():
-    """fsspec's wrapper of a pyarrow filesystem, with reads DuckDB can share between threads.
+    """fsspec's wrapper of a pyarrow filesystem, with reads DuckDB can rely on.
 
     Through fsspec's own ArrowFile (pyarrow's seek + read) DuckDB got short reads ("Failed to read
     2097152 bytes ... only 2036263 bytes returned") and corrupt pages ("TProtocolException:
@@ -142,7 +142,8 @@ def glob_location(url: str, setting: str = "source.path") -> ObjectLocation:
 
 def glob_objects(url: str, setting: str = "source.path") -> tuple[ObjectLocation, list[str]]:
     """The objects matching `s3://bucket/folder/*.parquet?options`: (their location, sorted
-    filesystem paths). Lists only below the last folder without a wildcard."""
+    filesystem paths). Lists only below the last folder without a wildcard. In a URL "?" starts
+    the options, so it cannot be a one-character wildcard there: use [..] instead."""
     location, rest = glob_location(url, setting), _split_glob(url)[1]
     if not rest:  # no wildcard: one object
         return location, [location.base] if location.filesystem.get_file_info(location.base).is_file else []

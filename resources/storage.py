@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -82,16 +83,20 @@ def _parquet_options(compression: str) -> dict:
     return {"compression": compression, "use_dictionary": not plain, "write_statistics": not plain}
 
 
-def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> None:
-    """Write to a temporary file in the same folder, fsync it, then rename over `path`.
+def atomic_write(path: Path, fill: Callable[[Path], object]) -> None:
+    """`fill(tmp)` writes a temporary file in the same folder; it is fsynced, then renamed over `path`.
 
     A full disk or an unwritable folder is reported as one OSError naming the path and the
     cause; the previous file at `path` is untouched either way.
     """
     try:
-        _write_then_rename(table, path, compression)
+        _write_then_rename(path, fill)
     except (OSError, pa.ArrowException) as exc:
         raise _write_error(exc, path) from exc
+
+
+def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> None:
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **_parquet_options(compression)))
 
 
 def upload_whole(location: ObjectLocation, path: str, data) -> None:
@@ -118,11 +123,11 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_then_rename(table: pa.Table, path: Path, compression: str) -> None:
+def _write_then_rename(path: Path, fill: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, **_parquet_options(compression))
+        fill(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -286,18 +291,7 @@ class CurationStore(ConfigurableResource):
             upload_whole(remote, path, data)
             return self._public(path)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            _fsync_folder(path.parent)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
         return path
 
     def file_exists(self, name: str, filename: str) -> bool:

@@ -1,11 +1,18 @@
 """`curate`: run the whole pipeline on the default (or your) data, or open the Dagster UI."""
 
 import argparse
+import json
 import os
+import shlex
+import signal
+import subprocess
 import sys
 import time
 
-from .dagster_home import ensure_project_home
+from .instance import default_home, ensure_store_home
+
+DEFAULT_DATABASE = "data/curation.duckdb"
+UI_STOP_GRACE_S = 6.0  # after a stop signal, how long dagster dev may take before it is killed
 
 # Kept in step with definitions.PARTITIONED_ASSETS (a test checks) so `--help` needs no Dagster import.
 PARTITIONED_ASSETS = ("raw_examples", "embeddings", "cluster_assignments", "sensitivities")
@@ -16,8 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="materialize every asset, shard by shard, into the DuckDB store")
-    run.add_argument("--database", default=os.environ.get("CURATION_DATABASE", "data/curation.duckdb"),
-                     help="DuckDB file (default: data/curation.duckdb)")
+    run.add_argument("--database", default=None,
+                     help=f"DuckDB file (default: $CURATION_DATABASE, else {DEFAULT_DATABASE}); the store's Dagster "
+                          "instance lives beside it unless DAGSTER_HOME is set")
     run.add_argument("--tables", default=os.environ.get("CURATION_TABLES") or None,
                      help="where the Parquet files go: a folder or s3://bucket/prefix[?region=..&endpoint_override=..] "
                           "(default: $CURATION_TABLES, else tables/ beside the database)")
@@ -66,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--executor", choices=["multiprocess", "in_process"], default="multiprocess",
                     help="multiprocess: a process per step (default); in_process: steps in the run's thread")
     bf.add_argument("--database", default=None,
-                    help="DuckDB file (default: $CURATION_DATABASE, else data/curation.duckdb)")
+                    help=f"DuckDB file (default: $CURATION_DATABASE, else {DEFAULT_DATABASE})")
     bf.add_argument("--tables", default=None,
                     help="a folder or s3://bucket/prefix for the Parquet files (default: $CURATION_TABLES)")
     bf.add_argument("--log-level", default="CRITICAL", help="Dagster console log level (default CRITICAL)")
@@ -77,9 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     bsrc.add_argument("--num-shards", type=int, default=None, help="shards for the bundled corpus (default 4)")
     bsrc.add_argument("--max-examples-per-shard", type=int, default=None, help="cap each shard (quick runs)")
 
-    ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with the project-local instance")
+    ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with the store's instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--database", default=None,
+                    help=f"the store to show (default: $CURATION_DATABASE, else {DEFAULT_DATABASE})")
+    ui.add_argument("--tables", default=None, help="its Parquet files, if not beside it (default: $CURATION_TABLES)")
     return p
 
 
@@ -96,7 +107,7 @@ def _run(args) -> int:
         source_kwargs.update(kind="files", path=args.files, id_column=args.id_column, text_column=args.text_column,
                              label_column=args.label_column, embedding_column=args.embedding_column)
     compute = ComputeDevice(device=args.device)
-    store = CurationStore(database_path=args.database, tables_dir=args.tables)
+    store = CurationStore(database_path=_database(args), tables_dir=args.tables)
     # default_resources adds any resource the code location needs beyond these (e.g. drift)
     resources = default_resources(
         source=ExampleSource(**source_kwargs),
@@ -116,6 +127,7 @@ def _run(args) -> int:
         **({} if args.no_evaluation else {"subset_evaluation": {"config": {"seed": args.seed}}}),
     }
     start = time.perf_counter()
+    ensure_store_home(store.db_path)
     with DagsterInstance.get() as instance:
         run_pipeline(instance, resources, config, log_level=args.log_level, evaluate=not args.no_evaluation,
                      force=args.force, extras=not args.core_only)
@@ -129,12 +141,20 @@ def _run(args) -> int:
         f"\nDone in {seconds:.1f}s. sensitivity_subset: {summary['rows']} distinct examples "
         f"(budget {summary['budget']} draws) of {n}, weights sum to {summary['weight_sum']:.1f}, "
         f"{summary['clusters']} clusters covered.\n"
-        + (f"Query it from Python: from resources import CurationStore; CurationStore(database_path="
-           f"{str(store.db_path)!r}, tables_dir={store.tables_dir!r}).database().sql(\"SELECT * FROM sensitivity_subset\")"
-           if store.is_remote else
-           f"Query it: duckdb {store.db_path} \"SELECT * FROM sensitivity_subset ORDER BY weight DESC LIMIT 10\"")
+        + f"Query it: {query_hint(store)}"
     )
     return 0
+
+
+def query_hint(store) -> str:
+    """A shell command that prints the top of the subset with this venv's Python, path quoted."""
+    sql = "SELECT * FROM sensitivity_subset ORDER BY weight DESC LIMIT 10"
+    if store.is_remote:  # the views read the bucket through the store's own filesystem
+        code = (f"from resources import CurationStore; print(CurationStore(database_path={json.dumps(str(store.db_path))}, "
+                f"tables_dir={json.dumps(store.tables_dir)}).database().sql({json.dumps(sql)}))")
+    else:
+        code = f"import duckdb; print(duckdb.connect({json.dumps(str(store.db_path))}, read_only=True).sql({json.dumps(sql)}))"
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
 
 
 # backfill flag -> the environment variable the runs read (see curation_assets/definitions.py)
@@ -206,7 +226,9 @@ def _backfill(args) -> int:
     from dagster import DagsterInstance
 
     from .definitions import source_from_env, store_from_env
-    from .partitions import shards as shards_def
+    from .instance import claim_instance
+    from .pipeline import sync_shards
+    from .shard_admission import admit, retire_removed
 
     selected = [s.strip() for s in args.select.split(",") if s.strip()]
     refused = [s for s in selected if s not in PARTITIONED_ASSETS]
@@ -236,13 +258,14 @@ def _backfill(args) -> int:
         "loggers": {"console": {"config": {"log_level": args.log_level}}},
     }
     start = time.perf_counter()
+    if "raw_examples" in selected:  # nothing is registered or written before the shards fit the store
+        admit(source, store, keys, available)
+    retired = retire_removed(store, available)
     with DagsterInstance.get() as instance:
-        known = set(instance.get_dynamic_partitions(shards_def.name))
-        new = [k for k in keys if k not in known]
-        if new:
-            instance.add_dynamic_partitions(shards_def.name, new)
-    print(f"backfill {', '.join(selected)} over {len(keys)} shard(s) ({len(new)} newly registered) "
-          f"into {store.db_path}, {args.max_concurrent} run(s) at a time", flush=True)
+        claim_instance(instance, store)
+        new, _ = sync_shards(instance, available)
+    print(f"backfill {', '.join(selected)} over {len(keys)} shard(s) ({len(new)} newly registered, "
+          f"{len(retired)} retired) into {store.db_path}, {args.max_concurrent} run(s) at a time", flush=True)
     failed = []
     with ProcessPoolExecutor(max_workers=min(args.max_concurrent, len(keys)),
                              mp_context=multiprocessing.get_context("spawn"),
@@ -261,17 +284,62 @@ def _backfill(args) -> int:
     return 0
 
 def _ui(args) -> int:
-    cmd = ["dagster", "dev", "-h", args.host, "-p", str(args.port), "-m", "curation_assets.definitions"]
-    bindir = os.path.dirname(sys.executable)
-    exe = os.path.join(bindir, "dagster")
-    os.execv(exe, [exe, *cmd[1:]])
-    return 0  # pragma: no cover
+    """`dagster dev` on the store's instance, stopped with its children on SIGTERM, SIGINT or SIGHUP.
+
+    It runs in its own session with the default signal handlers restored: a shell script's
+    background job inherits SIGINT as ignored, and Dagster maps SIGTERM to SIGINT's handler, so
+    exec'ing it would leave a UI that no signal stops. This process forwards the stop, waits
+    UI_STOP_GRACE_S for a clean shutdown, then kills whatever of the group is left.
+    """
+    exe = os.path.join(os.path.dirname(sys.executable), "dagster")
+    cmd = [exe, "dev", "-h", args.host, "-p", str(args.port), "-m", "curation_assets.definitions"]
+
+    def default_signals():
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=default_signals)
+    stop_at: list[float] = []
+
+    def stop(signum, frame):
+        if not stop_at:
+            stop_at.append(time.monotonic() + UI_STOP_GRACE_S)
+            _signal_group(proc.pid, signal.SIGINT)  # dagster dev's clean shutdown
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, stop)
+    try:
+        while proc.poll() is None:
+            if stop_at and time.monotonic() > stop_at[0]:
+                _signal_group(proc.pid, signal.SIGKILL)
+            time.sleep(0.1)
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)  # the webserver, daemon and code servers left behind
+    return 0 if stop_at else proc.returncode
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _database(args) -> str:
+    return args.database or os.environ.get("CURATION_DATABASE") or DEFAULT_DATABASE
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    ensure_project_home()
+    if args.command in ("backfill", "ui"):  # the runs and the UI's code location read the store from here
+        os.environ["CURATION_DATABASE"] = _database(args)
+        if args.tables:
+            os.environ["CURATION_TABLES"] = args.tables
+    home = os.environ.get("DAGSTER_HOME") or default_home(_database(args))
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(home, "matplotlib"))  # before matplotlib loads
     try:
+        if args.command != "run":  # `run` makes it once its settings are checked
+            ensure_store_home(_database(args))
         return {"run": _run, "backfill": _backfill, "ui": _ui}[args.command](args)
     except (ValueError, OSError, KeyError) as exc:
         print(f"curate: error: {_one_line(exc)}", file=sys.stderr)

@@ -38,7 +38,9 @@ from .assets.subset_evaluation import EvaluationConfig
 from .assets.subset_export import SubsetExportConfig, export_is_complete
 from .assets.subsets import SubsetConfig
 from .checks import all_checks
+from .instance import claim_instance
 from .partitions import shards
+from .shard_admission import admit, current_shards, retire_removed
 
 ALL_ASSETS = all_assets
 
@@ -91,14 +93,8 @@ def stale_partitions(op: str, store: CurationStore, keys: list[str], config: dic
     """Which partitions of `op` must be recomputed now ([None] for a stale global asset)."""
     cfg = config_object(op, config)
     if op == "raw_examples":
-        source = resources["source"]
-        stale = []
-        for key in keys:
-            have = lineage.stored(store, op, key)
-            fingerprint = source.shard_fingerprint(key)
-            if have is None or fingerprint is None or have.get("source") != fingerprint:
-                stale.append(key)
-        return stale
+        current = set(current_shards(resources["source"], store, keys))
+        return [key for key in keys if key not in current]
     if op == "embeddings":
         embedder = resources["embedder"]
         return [key for key in keys if not lineage.is_current(
@@ -173,11 +169,19 @@ def run_pipeline(
     subsets (which hold every embedding in memory); `force` recomputes everything. Returns the
     run results (none for assets that were already current).
     """
-    shard_keys = resources["source"].list_shards()
-    added, removed = sync_shards(instance, shard_keys)
-    log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(removed)} no longer in the source)")
-    store: CurationStore = resources["store"]
+    source, store = resources["source"], resources["store"]
     policy = resources.get("drift") or DriftPolicy()
+    shard_keys = source.list_shards()
+    # Nothing is registered, retired or written before every shard to (re)load fits the store.
+    loading = list(shard_keys) if force else stale_partitions("raw_examples", store, shard_keys, config, resources,
+                                                                 policy)
+    admit(source, store, loading, shard_keys)
+    claim_instance(instance, store)
+    retired = retire_removed(store, shard_keys)
+    added, removed = sync_shards(instance, shard_keys)
+    log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(loading)} to load, "
+        f"{len(retired)} retired" + (f": {sorted(retired)[:5]} moved to {store.retired_root}" if retired else "")
+        + ")")
     results = []
     for asset in CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else []):
         op = _op(asset)

@@ -6,6 +6,8 @@ Layout under `tables_dir` (default: `tables/` beside the database file; a local 
     <asset>/<partition>.parquet          one file per shard (partitioned assets)
     <asset>/_all.parquet                 one file (unpartitioned assets)
     <asset>/versions/<version>.parquet   one file per run (versioned assets, e.g. subsets)
+    .retired/<UTC time>/<asset>/<partition>.parquet
+                                         shards that left the source (no view reads them)
 
 Each file is written to a temporary name and renamed into place (an object is uploaded whole),
 so a killed run leaves the previous file whole. The DuckDB database holds only views over these files (one per asset,
@@ -35,6 +37,8 @@ from .object_storage import ObjectLocation, check_object_url, is_url, open_objec
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*\Z")
 UNPARTITIONED = "_all"
+# Hidden folder (no view reads it) holding the files of shards that left the source, by date.
+RETIRED = ".retired"
 # Parquet footer key under which each file records what it was computed from (see lineage.py).
 PROVENANCE_KEY = b"curation.provenance"
 
@@ -293,6 +297,37 @@ class CurationStore(ConfigurableResource):
         path = Path(path)
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
         return path
+
+    # ---- retirement -----------------------------------------------------------------------
+    @property
+    def retired_root(self) -> str:
+        """Where files of shards that left the source are kept (hidden from every view)."""
+        return f"{self._base()}/{RETIRED}"
+
+    def asset_names(self) -> list[str]:
+        """Every asset folder in the store."""
+        return sorted(i.base_name for i in self._listing(self._base())
+                      if i.type == pafs.FileType.Directory and _NAME.match(i.base_name))
+
+    def retire(self, name: str, partition: str, stamp: str) -> Path | str:
+        """Move one shard's file of `name` to `.retired/<stamp>/<name>/`, out of every view.
+
+        A rename on disk (a copy and a delete on object storage): a kill leaves the file either
+        in place (the next run retires it again) or retired, never half of it in a view.
+        """
+        src = self._file(name, partition)
+        dst = f"{self.retired_root}/{check_partition_key(stamp)}/{_check_name(name)}/{check_partition_key(partition)}.parquet"
+        try:
+            if self._remote:
+                self._filesystem().move(src, dst)
+            else:
+                Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+                _fsync_folder(Path(src).parent)
+                _fsync_folder(Path(dst).parent)
+        except OSError as exc:
+            raise _write_error(exc, self._public(src)) from exc
+        return self._public(dst)
 
     def file_exists(self, name: str, filename: str) -> bool:
         """Whether the side file `filename` of asset `name` is stored."""

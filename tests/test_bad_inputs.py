@@ -82,14 +82,16 @@ def test_missing_files_are_named(tmp_path, store, instance):
     assert not store.root.exists()
 
 
-def test_wrong_dimension_across_shards_is_refused_at_centroids(good):
+def test_wrong_dimension_across_shards_is_refused_before_the_shard_is_written(good):
+    """Materialised alone (as from the UI), a shard whose vectors have another dimension than the
+    stored shards' is refused by raw_examples itself: it never reaches the store."""
     instance, store, source, data = good
     _write(data / "c.parquet", ["c0", "c1", "c2"], np.ones((3, D + 2)))
     instance.add_dynamic_partitions("shards", ["c"])
-    _shard(instance, store, source, "c", (raw_examples, embeddings))
     before = snapshot(store.root)
-    with pytest.raises(Exception, match=r"embeddings: shards .*differ in dimension"):
-        materialize(ALL_ASSETS, selection=[*centroids.keys], instance=instance, resources=make_resources(store, source))
+    with pytest.raises(Exception, match=rf"shard 'c' has {D + 2}-dimensional float vectors, but shard\(s\) "
+                                        rf"\['a', 'b'\] in the store have {D}-dimensional"):
+        _shard(instance, store, source, "c", (raw_examples, embeddings))
     assert snapshot(store.root) == before
 
 

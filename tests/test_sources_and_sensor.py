@@ -56,21 +56,26 @@ def test_duckdb_table_source_names_a_missing_table(tmp_path):
         source.load_shard("shard-0")
 
 
-def test_sensor_registers_new_file_shards_once(tmp_path, instance):
+def test_sensor_launches_one_refresh_per_change_and_registers_nothing_itself(tmp_path, instance):
     (tmp_path / "one.csv").write_text("id,text\n1,hello\n")
     source = ExampleSource(kind="files", path=str(tmp_path / "*.csv"))
     result = register_new_shards(build_sensor_context(instance=instance, resources={"source": source}))
-    assert result.dynamic_partitions_requests[0].partition_keys == ["one"]
     assert [r.tags["curation/new_shards"] for r in result.run_requests] == ["one"]
+    # the refresh registers a shard once it is validated against the store, not the sensor
+    assert not result.dynamic_partitions_requests and instance.get_dynamic_partitions("shards") == []
     instance.add_dynamic_partitions("shards", ["one"])
     assert not register_new_shards(build_sensor_context(instance=instance, resources={"source": source})).run_requests
     (tmp_path / "two words.csv").write_text("id,text\n2,bye\n")
     result = register_new_shards(build_sensor_context(instance=instance, resources={"source": source}))
     assert [r.tags["curation/new_shards"] for r in result.run_requests] == ["two_words"]
-    assert result.dynamic_partitions_requests[0].partition_keys == ["two_words"]
     # One refresh run per new set of shards: the run key makes the request idempotent.
     assert result.run_requests[0].run_key != register_new_shards(
         build_sensor_context(instance=DagsterInstance.ephemeral(), resources={"source": source})).run_requests[0].run_key
+    # a file that left the source launches a refresh too (which retires its rows)
+    (tmp_path / "one.csv").unlink()
+    instance.add_dynamic_partitions("shards", ["two_words"])
+    result = register_new_shards(build_sensor_context(instance=instance, resources={"source": source}))
+    assert [r.tags["curation/removed_shards"] for r in result.run_requests] == ["one"]
 
 
 def test_ids_are_read_as_strings_whatever_their_type(tmp_path):

@@ -11,18 +11,7 @@ from resources.storage import CurationStore
 
 from ..partitions import shards
 from ..plots import histogram, markdown_table
-
-
-def _cross_shard_duplicates(store: CurationStore, table: pa.Table, shard: str) -> list[tuple[str, str]]:
-    if not store.exists("raw_examples"):
-        return []
-    with store.connect() as con:
-        con.register("incoming", table.select(["example_id"]))
-        return con.execute(
-            "SELECT r.example_id, r.shard FROM raw_examples r JOIN incoming USING (example_id) "
-            "WHERE r.shard <> ? ORDER BY 1 LIMIT 5",
-            [shard],
-        ).fetchall()
+from ..shard_admission import Admission, current_shards
 
 
 def content_hash(table: pa.Table) -> str:
@@ -47,12 +36,10 @@ def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:
 def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
     table = source.load_shard(shard)  # validates ids, texts, labels, vectors; raises before any write
-    dups = _cross_shard_duplicates(store, table, shard)
-    if dups:
-        raise ValueError(
-            f"source.id_column={source.id_column!r}: ids in shard {shard!r} already exist in other shards: "
-            + ", ".join(f"{i!r} (shard {s})" for i, s in dups)
-        )
+    # ... and against the other registered shards whose stored rows are current (stale ones are
+    # reloaded, and checked with this one, by the run that planned them: shard_admission.admit)
+    others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
+    Admission(source, store, current_shards(source, store, others)).check(shard, table)
     store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
 
     labels = table.column("label")

@@ -1,0 +1,118 @@
+"""The store holds exactly the source: a shard enters only after it is checked against the store,
+and leaves every view when it leaves the source.
+
+Checking a shard alone (ids, texts, vectors: `ExampleSource.load_shard`) is not enough: a file
+whose vectors have another dimension than the stored ones, or whose ids another shard already
+holds, is valid on its own and poisons every global step once written. So before a run writes
+anything, every shard it will (re)load is loaded, validated and compared with the shards that stay
+as they are and with each other; only then are shards registered, retired and written.
+"""
+
+from datetime import datetime, timezone
+
+import duckdb
+import pyarrow as pa
+
+from resources.data_source import ExampleSource
+from resources.storage import CurationStore
+
+from . import lineage
+
+RAW = "raw_examples"
+
+
+def vector_type(schema: pa.Schema) -> pa.DataType | None:
+    """The type of a shard's precomputed vectors (None when the model embeds its text)."""
+    return schema.field("embedding").type if "embedding" in schema.names else None
+
+
+def _describe(t: pa.DataType | None) -> str:
+    if t is None:
+        return "no precomputed vectors (text for the model)"
+    size = getattr(t, "list_size", None)
+    return f"{size}-dimensional {t.value_type} vectors" if size else f"vectors of type {t}"
+
+
+class Admission:
+    """Shards checked so far in one run: their vector type and ids, against the stored ones that stay."""
+
+    def __init__(self, source: ExampleSource, store: CurationStore, staying: list[str]):
+        self.source, self.store = source, store
+        self.staying = [k for k in staying if store.exists(RAW, k)]
+        self.types: dict[str, pa.DataType | None] = {k: vector_type(store.schema(RAW, k)) for k in self.staying}
+        self.incoming: dict[str, pa.Array] = {}
+
+    def check(self, shard: str, table: pa.Table) -> None:
+        """Raise a one-line ValueError if `table` (shard `shard`, validated alone) does not fit the
+        store; nothing is written either way."""
+        mine = vector_type(table.schema)
+        others = {k: t for k, t in self.types.items() if k != shard}
+        clash = sorted(k for k, t in others.items() if t != mine)
+        if clash:
+            theirs = others[clash[0]]
+            setting = f"source.embedding_column={self.source.embedding_column!r}"
+            raise ValueError(
+                f"{setting}: shard {shard!r} has {_describe(mine)}, but shard(s) {clash[:5]} in the store have "
+                f"{_describe(theirs)}; give every file vectors of one dimension, or curate it into another "
+                "store (--database)")
+        ids = table.column("example_id").combine_chunks()
+        dups = self._duplicates(shard, ids)
+        if dups:
+            raise ValueError(
+                f"source.id_column={self.source.id_column!r}: ids in shard {shard!r} already exist in other "
+                "shards: " + ", ".join(f"{i!r} (shard {s})" for i, s in dups)
+                + "; ids must be unique across all files of the source")
+        self.types[shard] = mine
+        self.incoming[shard] = ids
+
+    def _duplicates(self, shard: str, ids: pa.Array) -> list[tuple[str, str]]:
+        with duckdb.connect() as con:
+            con.register("ids", pa.table({"example_id": ids}))
+            found = []
+            for key, other in self.incoming.items():
+                if key != shard:
+                    con.register("other", pa.table({"example_id": other}))
+                    found += [(i, key) for (i,) in con.execute(
+                        "SELECT example_id FROM ids JOIN other USING (example_id) ORDER BY 1 LIMIT 5").fetchall()]
+            stored = [k for k in self.staying if k != shard and k not in self.incoming]
+            for key in stored:
+                con.register("other", self.store.read(RAW, [key], columns=["example_id"]))
+                found += [(i, key) for (i,) in con.execute(
+                    "SELECT example_id FROM ids JOIN other USING (example_id) ORDER BY 1 LIMIT 5").fetchall()]
+                if len(found) >= 5:
+                    break
+        return found[:5]
+
+
+def admit(source: ExampleSource, store: CurationStore, loading: list[str], shards: list[str]) -> None:
+    """Load and validate every shard in `loading` and check each against the store's other
+    current shards (`shards` minus `loading`) and against each other, before anything is written.
+    Holds one shard's rows at a time (and every incoming shard's ids)."""
+    admission = Admission(source, store, [k for k in shards if k not in loading])
+    for key in loading:
+        admission.check(key, source.load_shard(key))
+
+
+def current_shards(source: ExampleSource, store: CurationStore, shards: list[str]) -> list[str]:
+    """The shards among `shards` whose stored raw rows still match the source (no reload due)."""
+    out = []
+    for key in shards:
+        have = lineage.stored(store, RAW, key)
+        fingerprint = source.shard_fingerprint(key)
+        if have is not None and fingerprint is not None and have.get("source") == fingerprint:
+            out.append(key)
+    return out
+
+
+def retire_removed(store: CurationStore, shards: list[str]) -> dict[str, list[str]]:
+    """Move every stored per-shard file whose shard is not in `shards` to `.retired/<UTC time>/`:
+    it leaves every view, and the global steps see exactly the source. Returns {shard: [assets]}."""
+    keep = set(shards)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    retired: dict[str, list[str]] = {}
+    for name in store.asset_names():
+        for key in store.partitions(name):
+            if key not in keep:
+                store.retire(name, key, stamp)
+                retired.setdefault(key, []).append(name)
+    return retired

@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="curation-bench-") as tmp:
         # A fresh instance: set before anything imports dagster or matplotlib.
         os.environ["DAGSTER_HOME"] = str(Path(tmp) / "dagster_home")
-        from curation_assets.dagster_home import ensure_project_home
+        from curation_assets.instance import ensure_store_home
 
-        ensure_project_home(tmp)
+        ensure_store_home(Path(tmp) / "curation.duckdb")
 
         import torch
         from dagster import DagsterInstance

@@ -1,16 +1,21 @@
-"""Is each subset as good as the whole data, and better than random? Every method, every budget.
+"""Is each subset better than a random one, on many datasets? Every method against uniform.
 
-    .venv/bin/python benchmarks/selection_quality.py [--database PATH] [--seeds 5] [--estimate-seeds 200] [--out DIR]
+    .venv/bin/python benchmarks/selection_quality.py [--datasets bbc digits ...] [--database PATH]
+        [--estimate-seeds 100] [--seeds 10] [--methods ...] [--out DIR]
 
-On a finished store (run `curate run` first) it holds out 20% of the examples by an md5 split of
-their ids, builds the selection side exactly as the `subset_evaluation` asset does (its own
-k-means, probe pilot and sensitivities), then for every selection method and budget prints:
-- the median relative error of the subset's weighted estimate of a fixed model's mean loss;
-- test accuracy and macro-F1 (mean ± sd over seeds) of a weighted logistic regression and a
-  weighted torch MLP trained on the subset, next to the same models trained on the whole pool;
-and, with --all, the regression comparison of benchmarks/least_squares.py and the robustness sweep
-of benchmarks/robust_sensitivity.py.
+For each dataset (benchmarks/datasets.py: BBC and its imbalanced and noisy variants, scikit-learn's
+bundled sets as precomputed vectors, synthetic families) it holds out 20% by an md5 split, builds
+the selection side as the `subset_evaluation` asset does (its own k-means, probe pilot and
+sensitivities), and for every method and budget measures
+- the median relative error of the subset's weighted estimate of the probe's mean loss, as a
+  ratio to uniform's, with a 90% bootstrap interval over seeds; WIN when the interval is below 1,
+  LOSS when above, else tie;
+- the test accuracy of a weighted logistic regression trained on the subset, as a difference to
+  uniform's with a 90% interval (normal, over seeds); WIN / LOSS when the interval excludes 0.
+It ends with the win/tie/loss count of every method over all datasets and budgets.
 """
+
+from __future__ import annotations
 
 import argparse
 import sys
@@ -18,80 +23,126 @@ import time
 
 import numpy as np
 
+import datasets
 from _report import emit, format_table
 from curation_assets.algorithms.evaluation import build_pool, estimate_errors, holdout_mask, selectors, training_scores
-from curation_assets.arrays import embedding_matrix, sort_by_id
-from resources.storage import CurationStore
+from curation_assets.algorithms.stratified_sampling import stratified_sensitivity_sample
 
 BUDGETS = (0.01, 0.02, 0.05, 0.10, 0.20)
+DEFAULT_METHODS = ("uniform", "sensitivity_stratified", "cluster_stratified", "sensitivity", "sensitivity_auto",
+                   "stratified", "kmeans_centroids", "semdedup")
+Z90 = 1.645
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--database", default="data/curation.duckdb")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per method and budget for training (default 5)")
-    p.add_argument("--estimate-seeds", type=int, default=200, help="seeds for the estimate error (default 200)")
-    p.add_argument("--methods", nargs="*", default=None, help="default: every method")
-    p.add_argument("--mlp-epochs", type=int, default=200)
+    p.add_argument("--datasets", nargs="*", default=list(datasets.NAMES), help="default: all of them")
+    p.add_argument("--database", default="data/curation.duckdb", help="a store with BBC embeddings (optional)")
+    p.add_argument("--estimate-seeds", type=int, default=100)
+    p.add_argument("--seeds", type=int, default=10, help="seeds per method and budget for training (default 10)")
+    p.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS))
+    p.add_argument("--no-training", action="store_true", help="estimates only (fast)")
     p.add_argument("--out", default=None, help="also write the tables to DIR/selection_quality.txt")
-    p.add_argument("--all", action="store_true",
-                   help="then also print the least-squares and robustness tables (about 5 more minutes)")
     return p
 
 
-def _by(rows, metric, model):
-    out = {}
+def _ratio_interval(err, base, rng, reps=1000):
+    """Median error ratio to uniform and its 90% bootstrap interval (seeds resampled)."""
+    err, base = np.asarray(err), np.asarray(base)
+    point = np.median(err) / np.median(base)
+    boot = [np.median(rng.choice(err, err.size)) / np.median(rng.choice(base, base.size)) for _ in range(reps)]
+    return point, np.quantile(boot, 0.05), np.quantile(boot, 0.95)
+
+
+def _verdict(lo, hi, better_below: float | None = None, better_above: float | None = None) -> str:
+    if better_below is not None:
+        return "WIN" if hi < better_below else "LOSS" if lo > better_below else "tie"
+    return "WIN" if lo > better_above else "LOSS" if hi < better_above else "tie"
+
+
+def _selector(name: str):
+    """A method of the evaluation by name; `sensitivity_stratified:A` is it with alpha = A."""
+    if ":" in name:
+        base, alpha = name.split(":", 1)
+        if base != "sensitivity_stratified":
+            raise SystemExit(f"--methods: only sensitivity_stratified takes an alpha, got {name!r}")
+        return lambda pool, m, seed: stratified_sensitivity_sample(
+            pool.sensitivities, pool.cluster_ids, m, seed, alpha=float(alpha), centroids=pool.centroids)
+    if name not in selectors():
+        raise SystemExit(f"--methods: unknown {name!r}; choose from {sorted(selectors())}")
+    return selectors()[name]
+
+
+def run_dataset(name: str, args, methods, tally) -> list[str]:
+    x, y = datasets.load(name, args.database)
+    ids = np.arange(len(y))
+    test = holdout_mask([f"{name}-{i}" for i in ids], 0.2)
+    pool = build_pool(x[~test], y[~test])
+    chosen = {m: _selector(m) for m in methods}
+    start = time.perf_counter()
+    rows = estimate_errors(pool, chosen, BUDGETS, range(args.estimate_seeds))
+    if not args.no_training:
+        rows += training_scores(pool, x[test], y[test], chosen, BUDGETS, range(args.seeds), models=("logreg",))
+    seconds = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    by = {}
     for r in rows:
-        if r["metric"] == metric and r["model"] == model:
-            out.setdefault((r["method"], r["budget_fraction"]), []).append(r["value"])
+        by.setdefault((r["metric"], r["method"], r["budget_fraction"]), []).append(r["value"])
+    out = [f"## {name}: n={len(y)}, pool {pool.n} (k={pool.n_clusters}, {len(np.unique(y))} classes), "
+           f"test {int(test.sum())}; {seconds:.0f} s", ""]
+    table = []
+    for f in BUDGETS:
+        base = by[("estimate_rel_error", "uniform", f)]
+        row = [f"{f:.0%}", max(1, round(f * pool.n)), f"{np.median(base):.4f}"]
+        for m in methods[1:]:
+            point, lo, hi = _ratio_interval(by[("estimate_rel_error", m, f)], base, rng)
+            v = _verdict(lo, hi, better_below=1.0)
+            tally.setdefault(("estimate", m), []).append(v)
+            row.append(f"{point:.2f} [{lo:.2f},{hi:.2f}] {v}")
+        table.append(row)
+    out += ["Median relative error of the mean-loss estimate: uniform's, then each method's ratio to it "
+            "[90% interval]:", format_table(["budget", "m", "uniform"] + list(methods[1:]), table), ""]
+    if not args.no_training:
+        full = by[("accuracy", "full", 1.0)][0]
+        table = []
+        for f in BUDGETS:
+            base = np.asarray(by[("accuracy", "uniform", f)])
+            row = [f"{f:.0%}", f"{base.mean():.3f}"]
+            for m in methods[1:]:
+                acc = np.asarray(by[("accuracy", m, f)])
+                diff = acc.mean() - base.mean()
+                half = Z90 * np.sqrt(acc.var(ddof=1) / acc.size + base.var(ddof=1) / base.size)
+                v = _verdict(diff - half, diff + half, better_above=0.0)
+                tally.setdefault(("train", m), []).append(v)
+                row.append(f"{acc.mean():.3f} ({diff:+.3f}±{half:.3f}) {v}")
+            table.append(row)
+        out += [f"Test accuracy of a weighted logistic regression (full pool: {full:.3f}); uniform's, then each "
+                "method's (difference to uniform ± 90%):",
+                format_table(["budget", "uniform"] + list(methods[1:]), table), ""]
     return out
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    store = CurationStore(database_path=args.database)
-    raw = sort_by_id(store.read("raw_examples", columns=["example_id", "label"]))
-    emb = sort_by_id(store.read("embeddings"))
-    ids = raw.column("example_id").to_pylist()
-    x = embedding_matrix(emb.column("embedding"))
-    y = np.asarray(raw.column("label").to_pylist(), dtype=object)
-    test = holdout_mask(ids, 0.2)
-    pool = build_pool(x[~test], y[~test])
-    methods = args.methods or list(selectors())
-    chosen = {m: selectors()[m] for m in methods}
-    start = time.perf_counter()
-    rows = estimate_errors(pool, chosen, BUDGETS, range(args.estimate_seeds))
-    t_est = time.perf_counter() - start
-    rows += training_scores(pool, x[test], y[test], chosen, BUDGETS, range(args.seeds), mlp_epochs=args.mlp_epochs)
-    t_train = time.perf_counter() - start - t_est
-
-    out = [f"Selection quality on {args.database}: n={len(ids)}, pool {pool.n} (k={pool.n_clusters}), "
-           f"held-out test {int(test.sum())}; {args.estimate_seeds} seeds for estimates, {args.seeds} for training "
-           f"({t_est:.0f} s + {t_train:.0f} s).", ""]
-    err = _by(rows, "estimate_rel_error", "probe")
+    methods = ["uniform"] + [m for m in args.methods if m != "uniform"]
+    for m in methods:
+        _selector(m)
+    tally: dict = {}
+    out = [f"Selection quality against uniform: {len(args.datasets)} datasets, budgets "
+           f"{', '.join(f'{b:.0%}' for b in BUDGETS)}; {args.estimate_seeds} seeds for estimates, "
+           f"{args.seeds} for training.", ""]
+    for name in args.datasets:
+        out += run_dataset(name, args, methods, tally)
+        print("\n".join(out[-20:]), file=sys.stderr, flush=True)
     table = []
-    for f in BUDGETS:
-        unif = np.median(err[("uniform", f)])
-        table.append([f"{f:.0%}", round(f * pool.n)] + [
-            f"{np.median(err[(m, f)]):.4f} ({np.median(err[(m, f)]) / unif:.2f}x)" for m in methods])
-    out += ["Median relative error of the weighted mean-loss estimate (ratio to uniform):",
-            format_table(["budget", "m"] + methods, table), ""]
-    for model in ("logreg", "mlp"):
-        for metric in ("accuracy", "macro_f1"):
-            got = _by(rows, metric, model)
-            full = got[("full", 1.0)][0]
-            table = [[f"{f:.0%}", round(f * pool.n)] + [
-                f"{np.mean(got[(m, f)]):.3f} ± {np.std(got[(m, f)]):.3f}" for m in methods] for f in BUDGETS]
-            out += [f"Test {metric} of a weighted {model} trained on the subset (full pool: {full:.3f}):",
-                    format_table(["budget", "m"] + methods, table), ""]
+    for kind in ("estimate", "train"):
+        for m in methods[1:]:
+            v = tally.get((kind, m))
+            if v:
+                table.append([kind, m, v.count("WIN"), v.count("tie"), v.count("LOSS")])
+    out += ["Win / tie / loss against uniform over every dataset and budget:",
+            format_table(["metric", "method", "win", "tie", "loss"], table)]
     emit("\n".join(out), args.out, "selection_quality.txt")
-    if args.all:
-        import least_squares
-        import robust_sensitivity
-
-        out_args = ["--out", args.out] if args.out else []
-        least_squares.main(out_args)
-        robust_sensitivity.main(["--database", args.database, *out_args])
     return 0
 
 

@@ -51,7 +51,8 @@ def sensitivity_probabilities_are_valid(store: CurationStore) -> AssetCheckResul
                                                  "non_finite": int(bad), "sensitivity_total": total})
 
 
-SENSITIVITY_METHODS = ("sensitivity", "sensitivity_defensive", "sensitivity_auto", "sensitivity_adaptive")
+SENSITIVITY_METHODS = ("sensitivity_stratified", "sensitivity", "sensitivity_defensive", "sensitivity_auto",
+                       "sensitivity_adaptive")
 
 
 @asset_check(asset="subset_evaluation",

@@ -28,20 +28,21 @@ def _parser() -> argparse.ArgumentParser:
                           "instance lives beside it unless DAGSTER_HOME is set")
     run.add_argument("--tables", default=os.environ.get("CURATION_TABLES") or None,
                      help="where the Parquet files go: a folder or s3://bucket/prefix[?region=..&endpoint_override=..] "
-                          "(default: $CURATION_TABLES, else tables/ beside the database)")
+                          "(default: $CURATION_TABLES, else <name>_tables/ beside the database <name>.duckdb)")
     run.add_argument("--budget", type=int, default=None, help="examples to select (overrides --budget-fraction)")
     run.add_argument("--budget-fraction", type=float, default=0.1, help="share of examples to select (default 0.1)")
     run.add_argument("--seed", type=int, default=0, help="one seed for k-means, the pilot and the draws (default 0)")
-    run.add_argument("--sampling", choices=["with_replacement", "poisson", "poisson_hajek", "adaptive"],
-                     default="with_replacement",
-                     help="how the sensitivity subset is drawn (default with_replacement; see README)")
+    run.add_argument("--sampling", choices=["stratified", "with_replacement", "poisson", "poisson_hajek", "adaptive"],
+                     default="stratified",
+                     help="how the sensitivity subset is drawn (default stratified: systematic along the clusters; "
+                          "see README)")
     run.add_argument("--n-clusters", type=int, default=None, help="k (default round(sqrt(n/2)))")
     run.add_argument("--lambda", dest="lambda_", type=float, default=None,
                      help="weight of the distance term (default: balanced)")
     run.add_argument("--z", type=float, default=2.0, help="distance exponent (default 2)")
     run.add_argument("--alpha", type=float, default=None,
-                     help="defensive mixture weight of uniform sampling (default: chosen on the labelled pilot; "
-                          "0: the plain method)")
+                     help="defensive mixture weight of uniform sampling (default: 0.5 for stratified, else chosen "
+                          "on the labelled pilot; 0: the plain method)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
     run.add_argument("--no-evaluation", action="store_true",
@@ -57,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--files", default=None, help="glob of Parquet/CSV/JSONL files, one shard per file")
     src.add_argument("--id-column", default="id")
     src.add_argument("--text-column", default="text")
-    src.add_argument("--label-column", default="label")
+    src.add_argument("--label-column", default=None,
+                     help="label column; an error if missing (default: a column named label, when there is one)")
     src.add_argument("--embedding-column", default=None, help="precomputed vectors (then no model runs)")
     src.add_argument("--num-shards", type=int, default=4, help="shards for the bundled corpus (default 4)")
     src.add_argument("--max-examples-per-shard", type=int, default=None, help="cap each shard (quick runs)")

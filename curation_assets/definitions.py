@@ -5,14 +5,14 @@ module (a multiprocess-executor step, a run launched from the UI, `curate backfi
 uses the same data without a code edit. Unset or empty variables keep the defaults:
 
     CURATION_DATABASE               store.database_path (data/curation.duckdb)
-    CURATION_TABLES                 store.tables_dir: a folder or s3://bucket/prefix (tables/ beside the database)
+    CURATION_TABLES                 store.tables_dir: a folder or s3://bucket/prefix (<name>_tables/ beside <name>.duckdb)
     CURATION_SOURCE_KIND            source.kind: bbc_news, files or duckdb_table (bbc_news)
     CURATION_SOURCE_PATH            source.path, the glob of a `files` source
     CURATION_SOURCE_DATABASE        source.database of a `duckdb_table` source
     CURATION_SOURCE_TABLE           source.table of a `duckdb_table` source
     CURATION_ID_COLUMN              source.id_column (id)
     CURATION_TEXT_COLUMN            source.text_column (text)
-    CURATION_LABEL_COLUMN           source.label_column (label)
+    CURATION_LABEL_COLUMN           source.label_column (a column named label, when present)
     CURATION_EMBEDDING_COLUMN       source.embedding_column (none: the model embeds the text)
     CURATION_NUM_SHARDS             source.num_shards (4)
     CURATION_MAX_EXAMPLES_PER_SHARD source.max_examples_per_shard (none)

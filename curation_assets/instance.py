@@ -74,7 +74,10 @@ def ensure_store_home(database_path: str | os.PathLike) -> Path:
 
 def claim_instance(instance, store) -> None:
     """Record that `instance` serves `store`; refuse (one line) if it serves another store whose
-    database still exists. Its partition set and run history are that store's."""
+    database still exists. Its partition set and run history are that store's. An ephemeral
+    (in-memory) instance is one process's own and is not claimed."""
+    if instance.is_ephemeral:
+        return
     mine = str(store.db_path)
     owner = instance.run_storage.get_cursor_values({STORE_KEY}).get(STORE_KEY)
     if owner and owner != mine and Path(owner).exists():

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 
 from .object_storage import ObjectLocation, check_object_url, glob_location, glob_objects, is_url
 
+DEFAULT_LABEL_COLUMN = "label"  # used when present and no label column is named
 FILE_READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json",
                 ".ndjson": "read_json", ".tsv": "read_csv"}
 
@@ -54,6 +55,23 @@ def _shard_key_for_file(path: Path | str) -> str:
     return key if re.match(r"^[A-Za-z0-9]", key) else f"f{key}"
 
 
+def unreadable_file(path: Path | str, reader: str, exc: Exception) -> str:
+    """DuckDB's multi-line report (its dialect dump, options we do not expose, the SQL echo) as
+    one line: the file, what is wrong with it, the fix."""
+    text = str(exc)
+    if "not utf-8 encoded" in text.lower() or "invalid unicode" in text.lower():
+        line = re.search(r"Error on Line: (\d+)", text)
+        at = f" (line {line.group(1)})" if line else ""
+        return (f"{path} is not UTF-8 text{at}; re-save it as UTF-8 "
+                f"(for example: iconv -f latin1 -t utf-8 old.csv > new.csv)")
+    if reader == "read_parquet" and re.search(r"magic bytes|thrift|corrupt|invalid|out of range|truncat", text, re.I):
+        return f"{path} is not a readable Parquet file (truncated or corrupt); write it again"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("LINE ", " "))]
+    first = lines[0] if lines else type(exc).__name__
+    kind = {"read_csv": "CSV", "read_json": "JSON lines", "read_parquet": "Parquet"}[reader]
+    return f"could not read {path} as {kind}: {first}; fix the file or convert it to Parquet"
+
+
 def _suffix(path: Path | str) -> str:
     return PurePosixPath(str(path)).suffix.lower()
 
@@ -67,7 +85,9 @@ class ExampleSource(ConfigurableResource):
     table: str | None = Field(default=None, description="duckdb_table: the table or view name.")
     id_column: str = Field(default="id", description="Column holding a unique id per example.")
     text_column: str | None = Field(default="text", description="Column holding the text to embed.")
-    label_column: str | None = Field(default="label", description="Optional label column (ignored if absent).")
+    label_column: str | None = Field(
+        default=None, description="Label column; must exist when set. Unset: a column named 'label' is used "
+                                  "when there is one, else the data is unlabelled.")
     embedding_column: str | None = Field(
         default=None, description="Column of precomputed embeddings (lists of floats); then no model runs."
     )
@@ -194,6 +214,11 @@ class ExampleSource(ConfigurableResource):
         return {"id_column": self.id_column, "text_column": self.text_column,
                 "label_column": self.label_column, "embedding_column": self.embedding_column}
 
+    def _label_column(self, available: list[str]) -> str | None:
+        if self.label_column is not None:
+            return self.label_column
+        return DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in available else None
+
     def _select_sql(self, available: list[str], where_from: str) -> str:
         missing_required = []
         if self.id_column not in available:
@@ -202,20 +227,29 @@ class ExampleSource(ConfigurableResource):
             missing_required.append(("text_column", self.text_column))
         if self.embedding_column is not None and self.embedding_column not in available:
             missing_required.append(("embedding_column", self.embedding_column))
+        if self.label_column is not None and self.label_column not in available:
+            missing_required.append(("label_column", self.label_column))
         if missing_required:
             what = ", ".join(f"source.{k}={v!r}" for k, v in missing_required)
             raise ValueError(f"{what}: column not found in {where_from}; available columns: {available}")
         cols = [f"{_quote_ident(self.id_column)} AS id"]
         if self.text_column and self.text_column in available:
             cols.append(f"{_quote_ident(self.text_column)} AS text")
-        if self.label_column and self.label_column in available:
-            cols.append(f"{_quote_ident(self.label_column)} AS label")
+        if (label := self._label_column(available)) is not None:
+            cols.append(f"{_quote_ident(label)} AS label")
         if self.embedding_column:
             cols.append(f"{_quote_ident(self.embedding_column)} AS embedding")
         return ", ".join(cols)
 
+    def _file_size(self, path: Path | str) -> int:
+        if isinstance(path, str):
+            return self._remote().filesystem.get_file_info(path.split("://", 1)[1]).size
+        return path.stat().st_size
+
     def _load_file(self, path: Path | str) -> pa.Table:
         reader = FILE_READERS[_suffix(path)]
+        if self._file_size(path) == 0:
+            raise ValueError(f"source.path: {path} is an empty file (0 bytes); fill it or remove it from the source")
         with duckdb.connect() as con:
             if isinstance(path, str):
                 con.register_filesystem(self._remote().duckdb_filesystem())
@@ -229,7 +263,7 @@ class ExampleSource(ConfigurableResource):
                 cols = self._select_sql(available, str(path))
                 # Ids, texts and labels are read as written: type sniffing would turn "1.50" into
                 # "1.5", "True" into "true" or a timestamp into another spelling of it.
-                as_text = {c for c in (self.id_column, self.text_column, self.label_column) if c in available}
+                as_text = {c for c in (self.id_column, self.text_column, self._label_column(available)) if c in available}
                 if reader == "read_csv":
                     src, params = f"{reader}(?{header}, types = ?)", [str(path), {c: "VARCHAR" for c in as_text}]
                 elif reader == "read_json":
@@ -239,7 +273,7 @@ class ExampleSource(ConfigurableResource):
                     src, params = f"{reader}(?)", [str(path)]
                 return con.sql(f"SELECT {cols} FROM {src}", params=params).to_arrow_table()
             except duckdb.Error as exc:
-                raise ValueError(f"source.path: could not read {path}: {exc}") from exc
+                raise ValueError(f"source.path: {unreadable_file(path, reader, exc)}") from exc
 
     def _check_table_config(self) -> Path:
         if not self.database or not self.table:
@@ -299,12 +333,15 @@ class ExampleSource(ConfigurableResource):
                     text = pc.cast(text, pa.string())
                 except pa.ArrowInvalid as exc:
                     raise ValueError(f"source.text_column={self.text_column!r}: not text in {where}: {exc}") from exc
-            if text.null_count and self.embedding_column is None:
-                raise ValueError(
-                    f"source.text_column={self.text_column!r}: {text.null_count} example(s) in {where} "
-                    "have no text (null)"
-                )
-            cols["text"] = pc.cast(text, pa.string())
+            text = pc.cast(text, pa.string())
+            if self.embedding_column is None:  # the model needs text: null, empty and blank alike are refused
+                blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
+                if pc.any(blank).as_py():
+                    first = pc.filter(ids, blank).slice(0, 5).to_pylist()
+                    raise ValueError(
+                        f"source.text_column={self.text_column!r}: {pc.sum(blank).as_py()} example(s) in {where} "
+                        f"have no text (null, empty or only whitespace), first ids {first}; fill or drop them")
+            cols["text"] = text
         else:
             cols["text"] = pa.nulls(n, pa.string())
         if "label" in raw.column_names:

@@ -1,6 +1,6 @@
 """Parquet files behind DuckDB views: the storage and query layer of every asset.
 
-Layout under `tables_dir` (default: `tables/` beside the database file; a local folder or an
+Layout under `tables_dir` (default: `<name>_tables/` beside the database file `<name>.duckdb`; a local folder or an
 `s3://bucket/prefix` URL, see object_storage.py):
 
     <asset>/<partition>.parquet          one file per shard (partitioned assets)
@@ -155,7 +155,7 @@ class CurationStore(ConfigurableResource):
     )
     tables_dir: str | None = Field(
         default=None,
-        description="Where the Parquet files go: a folder (default: tables/ beside the database) or an "
+        description="Where the Parquet files go: a folder (default: <name>_tables/ beside the database <name>.duckdb) or an "
                     "S3-compatible URL, s3://bucket/prefix[?region=..&endpoint_override=host:port&scheme=http].",
     )
     duckdb_memory_limit: str = Field(
@@ -198,7 +198,8 @@ class CurationStore(ConfigurableResource):
             raise ValueError(f"store.tables_dir is the object-storage URL {self.tables_dir!r}, not a local folder")
         if self.tables_dir:
             return Path(self.tables_dir).expanduser().resolve()
-        return self.db_path.parent / "tables"
+        # Named after the database file: two stores in one folder never share their files.
+        return self.db_path.parent / f"{self.db_path.stem}_tables"
 
     @property
     def location(self) -> str:

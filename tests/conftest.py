@@ -75,3 +75,86 @@ def write_examples(path, ids, vecs=None, texts=True, labels=True, fmt="parquet")
         with open(path, "w") as fh:
             for row in range(len(ids)):
                 fh.write(json.dumps({k: v[row] for k, v in cols.items()}) + "\n")
+
+
+# ---- a real PostgreSQL server for the instance-on-PostgreSQL tests ---------------------------
+def _postgres_bindir() -> Path | None:
+    import glob
+    import shutil
+
+    found = [shutil.which("initdb")] + sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return next((Path(p).parent for p in found if p and os.access(p, os.X_OK)), None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Debian's PostgreSQL server on 127.0.0.1:<free port>, in a temporary cluster (trust auth),
+    run as the `postgres` user when the tests run as root. Skips, saying why, without it."""
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server (initdb): apt-get install postgresql (.ci/run does)")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="curation-pg-"))  # under /tmp: the server's user must reach it
+    if os.geteuid() == 0:
+        try:
+            pg = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no 'postgres' user to run the PostgreSQL server as")
+        os.chown(root, pg.pw_uid, pg.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+
+    def run(*cmd):
+        return subprocess.run([*as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120)
+
+    out = run(bindir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    if out.returncode != 0:
+        pytest.fail(f"initdb failed: {out.stderr[-2000:]}")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
+    out = run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", root / "server.log", "-w", "-t", "60", "start")
+    if out.returncode != 0:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        pytest.fail(f"PostgreSQL did not start: {out.stderr[-1000:]} {log[-2000:]}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the test server (one per test: one instance per store)."""
+    import uuid
+
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    con = psycopg2.connect(f"{postgres_server}/postgres")
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{postgres_server}/{name}"
+    finally:
+        with con.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        con.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def instance_storage(request, monkeypatch):
+    """Run a test on the default SQLite instance and on a PostgreSQL one (CURATION_POSTGRES_URL)."""
+    if request.param == "postgres":
+        monkeypatch.setenv("CURATION_POSTGRES_URL", request.getfixturevalue("postgres_url"))
+    else:
+        monkeypatch.delenv("CURATION_POSTGRES_URL", raising=False)
+    return request.param

@@ -58,7 +58,8 @@ def _check_table(con, vectors: dict) -> None:
         np.testing.assert_array_equal(np.asarray(emb, dtype=np.float32), vectors[example_id], err_msg=example_id)
 
 
-def test_backfill_runs_every_shard_concurrently_without_lock_errors_or_lost_rows(project, capsys):
+def test_backfill_runs_every_shard_concurrently_without_lock_errors_or_lost_rows(project, instance_storage, capsys):
+    """On the default SQLite instance and on PostgreSQL, as deployed."""
     rc = cli.main(["backfill", "--select", "raw_examples,embeddings", "--max-concurrent", "4",
                    "--executor", "multiprocess", *project["args"]])
     out, err = capsys.readouterr()
@@ -125,17 +126,17 @@ def test_environment_configures_the_source():
     source = source_from_env({"CURATION_SOURCE_KIND": "files", "CURATION_SOURCE_PATH": "d/*.parquet",
                               "CURATION_EMBEDDING_COLUMN": "vec", "CURATION_LABEL_COLUMN": ""})
     assert (source.kind, source.path, source.embedding_column, source.label_column) == (
-        "files", "d/*.parquet", "vec", "label")
+        "files", "d/*.parquet", "vec", None)  # unset: a column named label, if any
 
 
 def test_project_home_queues_ui_runs_and_upgrades_only_its_own_yaml(tmp_path, monkeypatch):
-    from curation_assets.dagster_home import ensure_project_home
+    from curation_assets.instance import ensure_store_home
 
     old = "# Written by curation_assets: a project-local instance with no telemetry.\ntelemetry:\n  enabled: false\n"
     (tmp_path / "ours").mkdir()
     (tmp_path / "ours" / "dagster.yaml").write_text(old)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "ours"))
-    ensure_project_home()
+    ensure_store_home(tmp_path / "c.duckdb")
     with DagsterInstance.get() as instance:  # a bad dagster.yaml would fail here
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
         assert "telemetry:\n  enabled: false" in (tmp_path / "ours" / "dagster.yaml").read_text()
@@ -144,5 +145,5 @@ def test_project_home_queues_ui_runs_and_upgrades_only_its_own_yaml(tmp_path, mo
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "dagster.yaml").write_text(mine)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "user"))
-    ensure_project_home()
+    ensure_store_home(tmp_path / "c.duckdb")
     assert (tmp_path / "user" / "dagster.yaml").read_text() == mine

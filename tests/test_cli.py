@@ -25,7 +25,8 @@ def test_curate_run_writes_the_subset_and_nothing_to_the_home_directory(tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sensitivity_subset:" in proc.stdout and "Traceback" not in proc.stderr
-    assert "telemetry:\n  enabled: false" in (project / ".dagster_home" / "dagster.yaml").read_text()
+    # the store's own instance, beside its database
+    assert "telemetry:\n  enabled: false" in (project / "data" / ".curation.duckdb.dagster" / "dagster.yaml").read_text()
     with duckdb.connect(str(project / "data" / "curation.duckdb"), read_only=True) as con:
         draws, n = con.execute("SELECT sum(draws), (SELECT count(*) FROM raw_examples) FROM sensitivity_subset").fetchone()
     assert (draws, n) == (6, 20)

@@ -70,7 +70,7 @@ def _start(ctx, root: Path, inbox: Path, kill_after_write: int | None = None):
 def _subset(root: Path):
     """The newest sensitivity subset and the export a trainer reads, without the run ids."""
     t = CurationStore(database_path=str(root / "db" / "c.duckdb")).read_latest_version("sensitivity_subset")
-    export = pq.read_table(root / "db" / "tables" / "subset_export" / "files" / "sensitivity_subset.parquet")
+    export = pq.read_table(root / "db" / "c_tables" / "subset_export" / "files" / "sensitivity_subset.parquet")
     return t.sort_by("example_id").select(["example_id", "weight", "draws"]), export
 
 
@@ -81,7 +81,7 @@ def _is_data_file(path: Path) -> bool:
 def _all_whole(root: Path) -> int:
     """Every stored file reads completely (a half-written Parquet file has no footer, a cut JSON
     Lines file no final newline); returns how many there are."""
-    tables = root / "db" / "tables"
+    tables = root / "db" / "c_tables"
     files = [f for f in tables.rglob("*") if _is_data_file(f)] if tables.exists() else []
     for f in files:
         if f.suffix == ".parquet":
@@ -137,7 +137,7 @@ def _kill_and_rerun(forkserver, clean: CleanRun, roots: dict, kill) -> dict:
 
 
 def _tables(root: Path) -> set[str]:
-    tables = root / "db" / "tables"
+    tables = root / "db" / "c_tables"
     return {str(f.relative_to(tables).parent) for f in tables.rglob("*") if _is_data_file(f)}
 
 

@@ -129,8 +129,9 @@ def test_changed_config_recomputes_from_the_asset_it_configures(tmp_path, corpus
     assert float(store.query("SELECT DISTINCT z FROM sensitivities").column(0)[0].as_py()) == 1.0
 
 
-def _curate(db: Path, inbox: Path, home: Path) -> subprocess.Popen:
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+def _curate(db: Path, inbox: Path, home: Path, **env_changes) -> subprocess.Popen:
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", **env_changes}
+    env = {k: v for k, v in env.items() if v is not None}
     cmd = [sys.executable, "-m", "curation_assets.cli", "run", "--database", str(db), "--files",
            str(inbox / "*.parquet"), "--no-evaluation", "--seed", "5", "--budget-fraction", "0.3",
            "--n-clusters", "6", "--batch-size", "8", "--core-only"]
@@ -138,13 +139,14 @@ def _curate(db: Path, inbox: Path, home: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def test_sigkill_mid_embedding_then_rerun_resumes_to_the_same_subset(tmp_path, corpus):
+def test_sigkill_mid_embedding_then_rerun_resumes_to_the_same_subset(tmp_path, corpus, instance_storage):
+    """On the default SQLite instance and on PostgreSQL (the killed run's instance)."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for s in range(4):
         write_shard(inbox, f"part{s}", corpus[s * 24:(s + 1) * 24])
     killed_db = tmp_path / "killed" / "curation.duckdb"
-    emb_dir = killed_db.parent / "tables" / "embeddings"
+    emb_dir = CurationStore(database_path=str(killed_db)).root / "embeddings"
     proc = _curate(killed_db, inbox, tmp_path / "home1")
     deadline = time.monotonic() + 240
     done_before_kill = []
@@ -173,7 +175,7 @@ def test_sigkill_mid_embedding_then_rerun_resumes_to_the_same_subset(tmp_path, c
     assert "embeddings: " in out and "current, skipped" in out
 
     clean_db = tmp_path / "clean" / "curation.duckdb"
-    clean = _curate(clean_db, inbox, tmp_path / "home2")
+    clean = _curate(clean_db, inbox, tmp_path / "home2", CURATION_POSTGRES_URL=None)  # the reference: SQLite
     out = clean.communicate(timeout=600)[0].decode()
     assert clean.returncode == 0, out[-3000:]
     a = killed_store.read_latest_version("sensitivity_subset").sort_by("example_id")

@@ -22,6 +22,7 @@ from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defe
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
 from .scorers import LinearProbeScorer, out_of_fold_losses, probe_fit_scorer
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
+from .stratified_sampling import choose_stratified_alpha, strata_of, stratified_sensitivity_sample
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Pool:
     sensitivities: np.ndarray  # s_i with the balanced lambda
     pilot: np.ndarray  # rows the probe was fit on
     pilot_oof_losses: np.ndarray  # out-of-fold probe losses at the pilot rows (for the automatic alpha)
+    centroids: np.ndarray  # (k, d) of the pool's k-means
 
     @property
     def n(self) -> int:
@@ -74,7 +76,7 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     lam = balanced_lambda(v, cluster_ids, sq_dist, z)
     s = sensitivity_scores(v, cluster_ids, sq_dist, lam, z)
     oof = out_of_fold_losses(x[pilot], labels[pilot], seed=seed)
-    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, oof)
+    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, oof, km.centroids)
 
 
 def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
@@ -95,6 +97,14 @@ def _auto_alpha(pool: Pool, m: int, seed: int) -> WeightedSample:
     return sample_with_replacement(defensive_probabilities(pool.sensitivities, alpha), m, seed)
 
 
+def _stratified_auto(pool: Pool, m: int, seed: int) -> WeightedSample:
+    """The pipeline's default: systematic along the clusters, alpha chosen on the labelled pilot."""
+    strata = strata_of(pool.cluster_ids, m, seed, pool.centroids)
+    alpha = choose_stratified_alpha(pool.pilot, pool.pilot_oof_losses, pool.sensitivities, strata, m, seed)
+    return stratified_sensitivity_sample(pool.sensitivities, pool.cluster_ids, m, seed, alpha=alpha,
+                                         centroids=pool.centroids)
+
+
 def _baseline(fn) -> Selector:
     return lambda pool, m, seed: fn(pool.x, pool.cluster_ids, m, seed)
 
@@ -108,6 +118,9 @@ def selectors() -> dict[str, Selector]:
         "sensitivity_defensive": lambda pool, m, seed: sample_with_replacement(
             defensive_probabilities(pool.sensitivities, DEFAULT_ALPHA), m, seed),
         "sensitivity_auto": _auto_alpha,
+        "sensitivity_stratified": _stratified_auto,
+        "cluster_stratified": lambda pool, m, seed: stratified_sensitivity_sample(
+            pool.sensitivities, pool.cluster_ids, m, seed, alpha=1.0, centroids=pool.centroids),
         "sensitivity_adaptive": _adaptive,
     }
     out.update({name: _baseline(fn) for name, fn in BASELINES.items() if name != "uniform"})

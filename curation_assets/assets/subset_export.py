@@ -1,7 +1,7 @@
 """The newest version of a subset, joined with its texts, as files a trainer reads as they are.
 
 A subset table holds ids and weights only; training needs the text and label beside each weight.
-This asset writes `<subset>.parquet` and `<subset>.jsonl` under `tables/subset_export/files/`
+This asset writes `<subset>.parquet` and `<subset>.jsonl` under `subset_export/files/` of the store
 (pandas, pyarrow, polars and Hugging Face `datasets` all read either one), with the rows ordered
 by example_id and exactly the subset's rows: a missing or duplicated text fails the run instead
 of silently shifting the weights. `curation_assets.training` turns the weights into a sampler or

@@ -25,10 +25,12 @@ from ..algorithms.sharded_sampling import (
     uniform_within_shard,
 )
 from ..algorithms.scorers import probe_fit_scorer
+from ..algorithms.stratified_sampling import choose_stratified_alpha, strata_of, stratified_sensitivity_sample
 from ..algorithms.validation import resolve_budget
 from ..arrays import embedding_matrix
 from ..plots import grouped_shares, histogram, markdown_table
 from ..progress import Progress
+from .cluster_assignments import load_centroids
 from .sensitivities import load_losses
 from .shard_scope import read_shards, registered_shards
 
@@ -41,13 +43,18 @@ class SubsetConfig(Config):
         default=None,
         description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
                     "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method. "
-                    "None: chosen from the labelled pilot's out-of-fold losses (1 = uniform when the "
-                    "sensitivities do not predict them), else 0.5 when there is no pilot.",
+                    "None: for 'stratified', STRATIFIED_ALPHA; for the others, chosen from the labelled "
+                    "pilot's out-of-fold losses (1 = uniform when the sensitivities do not predict them), "
+                    "else 0.5 when there is no pilot.",
     )
     rounds: int = Field(default=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
-    sampling: Literal["with_replacement", "poisson", "poisson_hajek", "adaptive"] = Field(
-        default="with_replacement",
-        description="with_replacement: m i.i.d. draws, weight 1/(m p), exactly unbiased. poisson: without "
+    sampling: Literal["stratified", "with_replacement", "poisson", "poisson_hajek", "adaptive"] = Field(
+        default="stratified",
+        description="stratified (default): exactly m distinct rows by systematic sampling along the clusters "
+                    "(groups of nearby clusters when m < k), inclusion pi = min(1, c q) with q the defensive "
+                    "mixture of the sensitivities, weight 1/pi; unbiased, and the between-cluster part of "
+                    "the error is gone (algorithms/stratified_sampling.py). "
+                    "with_replacement: m i.i.d. draws, weight 1/(m p), exactly unbiased. poisson: without "
                     "replacement, inclusion min(1, c p) with E|S| = m, weights calibrated so sum_S w p = 1. "
                     "poisson_hajek: the same draws, weights normalised to sum to n. adaptive: a uniform pilot "
                     "from the budget, a probe fit on it re-scores the representatives, the rest is drawn by "
@@ -184,6 +191,40 @@ def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, m
     return _split_global(store, totals, sample)
 
 
+def stratified_sample(store, totals: ShardTotals, m: int, configured: float | None, pilot: pa.Table | None,
+                      pilot_rule: str, seed: int) -> tuple[Picked, float, str]:
+    """Systematic sampling along the clusters over all rows: holds one float and one cluster id
+    per example (not the embeddings), and the centroids to group clusters when m < k. alpha:
+    configured, else chosen on the labelled pilot, else 1 (proportional: never worse than uniform)."""
+    s, c, pilot_rows = [], [], []
+    wanted = pilot.column("example_id").combine_chunks() if pilot is not None else None
+    for i, key in enumerate(totals.keys):
+        t = store.read("sensitivities", [key], columns=["example_id", "sensitivity", "cluster_id"])
+        s.append(t.column("sensitivity").to_numpy())
+        c.append(t.column("cluster_id").to_numpy())
+        if wanted is not None:  # where each pilot example is, in the global row order
+            at = pc.index_in(wanted, value_set=t.column("example_id").combine_chunks()).to_numpy(zero_copy_only=False)
+            found = ~np.isnan(at.astype(np.float64))
+            pilot_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
+    s, c = np.concatenate(s), np.concatenate(c).astype(np.int64)
+    centroids, _ = load_centroids(store)
+    if configured is not None:
+        alpha, rule = float(configured), "configured"
+    elif pilot is None:
+        alpha, rule = 1.0, "proportional (no labelled pilot)"
+    else:
+        hits = np.concatenate(pilot_rows) if pilot_rows else np.zeros((0, 2), dtype=np.int64)
+        if hits.shape[0] != pilot.num_rows:
+            raise ValueError("pilot_losses: pilot examples are missing from sensitivities; "
+                             "re-materialize representative_losses")
+        order = np.argsort(hits[:, 0])
+        strata = strata_of(c, m, seed, centroids)
+        alpha = choose_stratified_alpha(hits[order, 1], pilot.column("loss").to_numpy(), s, strata, m, seed)
+        rule = pilot_rule
+    sample = stratified_sensitivity_sample(s, c, m, seed, alpha=alpha, centroids=centroids)
+    return _split_global(store, totals, sample), alpha, rule
+
+
 def _split_global(store, totals: ShardTotals, sample: WeightedSample) -> Picked:
     parts = []
     for i, key in enumerate(totals.keys):
@@ -275,6 +316,10 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
         sample, adaptive_meta = _adaptive_sample(store, keys, ids, cluster_ids, m, config)
         alpha, alpha_rule = adaptive_meta.pop("alpha"), "auto (adaptive pilot)"
         sens_picked = picked_from_arrays(sample, ids, cluster_ids)
+    elif config.sampling == "stratified":
+        adaptive_meta = {}
+        sens_picked, alpha, alpha_rule = stratified_sample(store, totals, m, config.alpha, pilot, pilot_rule,
+                                                           config.seed)
     else:
         adaptive_meta = {}
         alpha, alpha_rule = _alpha(config.alpha, pilot, pilot_rule, totals)

@@ -1,0 +1,93 @@
+"""Cluster-stratified sensitivity sampling: its guarantees, tested statistically over many seeds."""
+
+import numpy as np
+import pytest
+
+from curation_assets.algorithms.sampling import inclusion_probabilities, sample_uniform
+from curation_assets.algorithms.stratified_sampling import stratified_sensitivity_sample, systematic_sample
+
+SEEDS = 3000
+
+
+def _data(n=400, k=12, seed=0, follows=True):
+    rng = np.random.default_rng(seed)
+    c = np.sort(rng.integers(0, k, n))
+    level = rng.gamma(2.0, 1.0, size=k)
+    f = (level[c] if follows else 0.0) + rng.gamma(2.0, 0.3, size=n)
+    s = level[c] + rng.random(n)  # sensitivities that rank clusters as the loss does
+    return c, s, f
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
+def test_exact_size_distinct_rows_and_unbiased_weights(alpha):
+    c, s, f = _data()
+    m = 40
+    est, naive, hits = [], [], np.zeros(s.size)
+    for seed in range(SEEDS):
+        smp = stratified_sensitivity_sample(s, c, m, seed, alpha=alpha)
+        assert smp.indices.size == m and np.unique(smp.indices).size == m
+        hits[smp.indices] += 1
+        est.append(smp.estimate_sum(f))
+        naive.append(s.size / m * f[smp.indices].sum())  # a wrong weighting: n/m for every row
+    se = np.std(est) / np.sqrt(SEEDS)
+    assert abs(np.mean(est) - f.sum()) < 4 * se + 1e-9
+    pi = inclusion_probabilities(np.full(s.size, 1 / s.size) if alpha == 1 else
+                                 alpha / s.size + (1 - alpha) * s / s.sum(), m)
+    # every row is drawn with its inclusion probability (binomial bounds, 5 sd)
+    assert np.all(np.abs(hits / SEEDS - pi) < 5 * np.sqrt(pi * (1 - pi) / SEEDS) + 1e-3)
+    if alpha < 1:  # the test has power: ignoring the probabilities is visibly biased
+        assert abs(np.mean(naive) - f.sum()) > 8 * np.std(naive) / np.sqrt(SEEDS)
+
+
+def test_each_cluster_gets_its_share_up_to_rounding():
+    c, s, _ = _data()
+    for alpha in (1.0, 0.3):
+        q = np.full(s.size, 1 / s.size) if alpha == 1 else alpha / s.size + (1 - alpha) * s / s.sum()
+        share = np.bincount(c, weights=inclusion_probabilities(q, 50))
+        for seed in range(200):
+            got = np.bincount(c[stratified_sensitivity_sample(s, c, 50, seed, alpha=alpha).indices], minlength=share.size)
+            assert np.all(got >= np.floor(share - 1e-9)) and np.all(got <= np.ceil(share + 1e-9))
+
+
+@pytest.mark.parametrize("follows, bound", [(False, 1.1), (True, 0.25)])
+def test_never_worse_than_uniform_and_far_better_when_the_loss_follows_the_clusters(follows, bound):
+    """Proportional stratification (alpha = 1) removes the between-cluster variance: about equal
+    to a simple random sample when the loss ignores the clusters, a fraction of it when it follows."""
+    c, s, f = _data(follows=follows)
+    m = 40
+    strat = [stratified_sensitivity_sample(s, c, m, seed, alpha=1.0).estimate_sum(f) for seed in range(SEEDS)]
+    unif = [sample_uniform(s.size, m, seed).estimate_sum(f) for seed in range(SEEDS)]
+    assert np.var(strat) < bound * np.var(unif)
+
+
+def test_below_one_draw_per_cluster_the_draws_spread_over_groups_of_nearby_clusters():
+    rng = np.random.default_rng(3)
+    k, m = 30, 6
+    region_of = rng.permutation(np.repeat(np.arange(m), k // m))  # 6 well-separated regions of 5 clusters
+    centroids = (rng.normal(size=(m, 4)) * 10)[region_of] + rng.normal(size=(k, 4)) * 0.1
+    c = np.repeat(np.arange(k), 20)
+    s = np.ones(c.size)
+    region = region_of[c]
+    for seed in range(50):
+        smp = stratified_sensitivity_sample(s, c, m, seed, centroids=centroids)
+        assert sorted(region[smp.indices]) == list(range(m))  # one draw per region, never two in one
+    without = [np.unique(region[stratified_sensitivity_sample(s, c, m, seed).indices]).size for seed in range(50)]
+    assert min(without) < m  # ordering by cluster id alone does not guarantee it here
+
+
+def test_same_seed_same_subset_and_bad_input_named():
+    c, s, _ = _data()
+    a = stratified_sensitivity_sample(s, c, 25, 7, alpha=0.5)
+    b = stratified_sensitivity_sample(s, c, 25, 7, alpha=0.5)
+    assert np.array_equal(a.indices, b.indices) and np.array_equal(a.weights, b.weights)
+    with pytest.raises(ValueError, match=r"alpha: must be a number in \[0, 1\]"):
+        stratified_sensitivity_sample(s, c, 25, 7, alpha=1.5)
+    with pytest.raises(ValueError, match="budget"):
+        stratified_sensitivity_sample(s, c, 0, 7)
+
+
+def test_systematic_sample_takes_every_certain_row():
+    pi = np.array([1.0, 0.5, 0.5, 1.0, 0.25, 0.75])
+    for seed in range(100):
+        idx = systematic_sample(pi, np.zeros(6, dtype=int), seed)
+        assert idx.size == 4 and {0, 3} <= set(idx.tolist())

@@ -145,3 +145,29 @@ def test_csv_and_jsonl_sources_work_and_unlabelled_data_gets_the_constant_scorer
     want = vecs[[i for i in order]]
     assert [r["example_id"] for r in emb] == sorted(f"{'p' if i < 10 else 'q'}{i % 10}" for i in range(20))
     assert np.array_equal(got, want)  # precomputed vectors are stored as given; no model ran
+
+
+@pytest.mark.parametrize("name, content, settings, message", [
+    ("latin.csv", "id,text\n1,caf\xe9 au lait\n2,ok\n".encode("latin-1"), {},
+     r"source.path: .*latin.csv is not UTF-8 text \(line \d+\); re-save it as UTF-8"),
+    ("cut.parquet", None, {}, r"source.path: .*cut.parquet is not a readable Parquet file \(truncated or corrupt\)"),
+    ("empty.csv", b"", {}, r"source.path: .*empty.csv is an empty file \(0 bytes\); fill it or remove it"),
+    ("x.csv", b"id,text,label\n1,a,x\n2,b,y\n", {"label_column": "topic"},
+     r"source.label_column='topic': column not found in .*x.csv; available columns: \['id', 'text', 'label'\]"),
+    ("blank.jsonl", b'{"id": "1", "text": "  "}\n{"id": "2", "text": ""}\n{"id": "3", "text": "ok"}\n', {},
+     r"source.text_column='text': 2 example\(s\) in shard 'blank' have no text \(null, empty or only whitespace\), "
+     r"first ids \['1', '2'\]"),
+], ids=["latin-1", "truncated-parquet", "0-byte-csv", "missing-label-column", "blank-jsonl-texts"])
+def test_unreadable_files_get_one_line_naming_file_problem_and_fix(tmp_path, store, instance, name, content,
+                                                                   settings, message):
+    if content is None:  # half of a valid Parquet file
+        pq.write_table(pa.table({"id": ["1", "2"], "text": ["a", "b"]}), tmp_path / "whole.parquet")
+        data = (tmp_path / "whole.parquet").read_bytes()
+        content = data[: len(data) // 2]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_bytes(content)
+    source = ExampleSource(kind="files", path=str(tmp_path / "in" / name), **settings)
+    with pytest.raises(ValueError, match=message) as err:
+        run_pipeline(instance, make_resources(store, source), log=lambda _: None)
+    assert "\n" not in str(err.value)
+    assert not store.root.exists() and instance.get_dynamic_partitions("shards") == []

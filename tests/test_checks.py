@@ -76,7 +76,7 @@ def test_every_new_check_ran_in_the_pipeline_and_passed(good):
     emb = _md(evaluations["embeddings_are_finite_and_of_one_dimension"])
     assert (emb["rows_checked"], emb["non_finite_vectors"], emb["dimensions"]) == (60, 0, "8 (60 rows)")
     size = _md(evaluations["subset_size_is_as_asked"])
-    assert (size["budget"], size["draws"], size["sampling"]) == (12, 12, "with_replacement")
+    assert (size["budget"], size["draws"], size["sampling"]) == (12, 12, "stratified")  # the default sampler
     assert {c.check_key.name for c in all_checks} >= set(NEW)
     shares = _md(evaluations["largest_cluster_share_is_bounded"])
     assert (shares["largest_share"], shares["clusters"]) == (round(20 / 60, 4), 3)

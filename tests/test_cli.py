@@ -15,7 +15,7 @@ def _env(home):
 
 
 def test_curate_run_writes_the_subset_and_nothing_to_the_home_directory(tmp_path):
-    home, project = tmp_path / "home", tmp_path / "project"
+    home, project = tmp_path / "home", tmp_path / "my project"  # a space: the hint must quote it
     home.mkdir()
     project.mkdir()
     proc = subprocess.run(
@@ -31,6 +31,12 @@ def test_curate_run_writes_the_subset_and_nothing_to_the_home_directory(tmp_path
         draws, n = con.execute("SELECT sum(draws), (SELECT count(*) FROM raw_examples) FROM sensitivity_subset").fetchone()
     assert (draws, n) == (6, 20)
     assert [p for p in home.rglob("*")] == []  # no telemetry, caches or model downloads in ~
+    # the last line is a command that works as printed, with the venv's Python, from any folder
+    hint = proc.stdout.strip().splitlines()[-1]
+    assert hint.startswith("Query it: ")
+    shown = subprocess.run(hint.removeprefix("Query it: "), shell=True, cwd=home, capture_output=True, text=True,
+                           env=_env(home), timeout=120)
+    assert shown.returncode == 0 and "example_id" in shown.stdout and "weight" in shown.stdout, shown.stderr
 
 
 def test_curate_run_reports_bad_input_in_one_line(tmp_path):

@@ -91,3 +91,27 @@ def test_systematic_sample_takes_every_certain_row():
     for seed in range(100):
         idx = systematic_sample(pi, np.zeros(6, dtype=int), seed)
         assert idx.size == 4 and {0, 3} <= set(idx.tolist())
+
+
+def test_the_pilot_leaves_proportional_stratification_only_when_the_sensitivities_help():
+    """Loss proportional to the sensitivity: the pilot picks alpha < 1 and the error falls; loss
+    independent of it: the pilot keeps alpha = 1 (proportional, never worse than uniform) nearly always."""
+    from curation_assets.algorithms.stratified_sampling import choose_stratified_alpha
+
+    rng = np.random.default_rng(5)
+    n, k, m = 3000, 20, 150
+    c = rng.integers(0, k, n)
+    s = rng.gamma(1.0, 1.0, n) ** 2  # spread inside each cluster, as the distance term gives
+    chosen = {"follows": [], "independent": []}
+    for trial in range(20):
+        pilot = rng.choice(n, 150, replace=False)
+        follows = s * rng.uniform(0.8, 1.2, n)
+        independent = rng.permutation(follows)
+        for name, loss in (("follows", follows), ("independent", independent)):
+            chosen[name].append(choose_stratified_alpha(pilot, loss[pilot], s, c, m, seed=trial))
+    assert np.mean(np.array(chosen["follows"]) < 1) >= 0.9
+    assert np.mean(np.array(chosen["independent"]) == 1) >= 0.85
+    a = chosen["follows"][0]
+    errs = {alpha: np.var([stratified_sensitivity_sample(s, c, m, seed, alpha=alpha).estimate_sum(follows)
+                           for seed in range(400)]) for alpha in (1.0, a)}
+    assert errs[a] < 0.5 * errs[1.0]

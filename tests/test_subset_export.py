@@ -175,3 +175,17 @@ def test_bad_weights_are_refused(bad):
     for fn in (weighted_sampler, loss_weights):
         with pytest.raises(ValueError, match="weights"):
             fn(bad)
+
+
+def test_sampler_from_a_read_only_arrow_column_raises_no_warning(exported):
+    """README's snippet passes `subset["weight"].to_numpy()`, a read-only view of Arrow memory."""
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    weights = pq.read_table(_files(exported[1])[0]).column("weight").to_numpy()
+    assert not weights.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler = weighted_sampler(weights, seed=0)
+        assert len(list(sampler)) == weights.size

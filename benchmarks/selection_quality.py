@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/selection_quality.py [--datasets bbc digits ...] [--database PATH]
         [--estimate-seeds 100] [--seeds 10] [--methods ...] [--out DIR]
 
-For each dataset (benchmarks/datasets.py: BBC and its imbalanced and noisy variants, scikit-learn's
+For each dataset (benchmarks/quality_datasets.py: BBC and its imbalanced and noisy variants, scikit-learn's
 bundled sets as precomputed vectors, synthetic families) it holds out 20% by an md5 split, builds
 the selection side as the `subset_evaluation` asset does (its own k-means, probe pilot and
 sensitivities), and for every method and budget measures
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-import datasets
+import quality_datasets as datasets
 from _report import emit, format_table
 from curation_assets.algorithms.evaluation import build_pool, estimate_errors, holdout_mask, selectors, training_scores
 from curation_assets.algorithms.stratified_sampling import stratified_sensitivity_sample

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from .instance import default_home, ensure_store_home
+from .instance import ensure_store_home, keep_matplotlib_cache_out_of_home
 
 DEFAULT_DATABASE = "data/curation.duckdb"
 UI_STOP_GRACE_S = 6.0  # after a stop signal, how long dagster dev may take before it is killed
@@ -337,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CURATION_DATABASE"] = _database(args)
         if args.tables:
             os.environ["CURATION_TABLES"] = args.tables
-    home = os.environ.get("DAGSTER_HOME") or default_home(_database(args))
-    os.environ.setdefault("MPLCONFIGDIR", os.path.join(home, "matplotlib"))  # before matplotlib loads
+    keep_matplotlib_cache_out_of_home()  # before anything imports matplotlib
     try:
         if args.command != "run":  # `run` makes it once its settings are checked
             ensure_store_home(_database(args))

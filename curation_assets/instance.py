@@ -15,6 +15,7 @@ own PostgreSQL database.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 MARKER = "# Written by curation_assets"
@@ -68,8 +69,14 @@ def ensure_store_home(database_path: str | os.PathLike) -> Path:
         tmp.write_text(wanted)
         os.replace(tmp, config)  # several processes may start at once: never leave half a file
     os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.setdefault("MPLCONFIGDIR", str(home / "matplotlib"))
+    keep_matplotlib_cache_out_of_home()
     return home
+
+
+def keep_matplotlib_cache_out_of_home() -> None:
+    """matplotlib writes its config and font cache at import: under the system's temporary folder,
+    not ~/.cache and not the store (a refused run must leave no folder behind)."""
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), f"curation-matplotlib-{os.getuid()}"))
 
 
 def claim_instance(instance, store) -> None:

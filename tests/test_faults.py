@@ -189,8 +189,8 @@ def test_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path):
         inbox = tmp_path / "inbox"
         inbox.mkdir()
         write_examples(inbox / "a.parquet", [f"a{i}" for i in range(10)], clustered_vectors(10, 0))
-        big = np.random.default_rng(0).normal(size=(4000, 32)).astype(np.float32)
-        write_examples(inbox / "b.parquet", [f"b{i}" for i in range(4000)], big)
+        big = np.random.default_rng(0).normal(size=(8000, 8)).astype(np.float32)  # a's dimension, 512 KB
+        write_examples(inbox / "b.parquet", [f"b{i}" for i in range(8000)], big)
         env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
         cmd = [str(Path(os.sys.executable)), "-m", "curation_assets.cli", "run", "--database",
                str(mount / "c.duckdb"), "--files", str(inbox / "*.parquet"), "--embedding-column", "vec",

@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="weight of the distance term (default: balanced)")
     run.add_argument("--z", type=float, default=2.0, help="distance exponent (default 2)")
     run.add_argument("--alpha", type=float, default=None,
-                     help="defensive mixture weight of uniform sampling (default: 0.5 for stratified, else chosen "
-                          "on the labelled pilot; 0: the plain method)")
+                     help="defensive mixture weight of uniform sampling (default: chosen on the labelled pilot; "
+                          "without labels 1 for stratified, 0.5 for the others; 0: the plain method)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
     run.add_argument("--no-evaluation", action="store_true",

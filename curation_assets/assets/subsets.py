@@ -43,9 +43,10 @@ class SubsetConfig(Config):
         default=None,
         description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
                     "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method. "
-                    "None: for 'stratified', STRATIFIED_ALPHA; for the others, chosen from the labelled "
-                    "pilot's out-of-fold losses (1 = uniform when the sensitivities do not predict them), "
-                    "else 0.5 when there is no pilot.",
+                    "None: chosen from the labelled pilot's out-of-fold losses; for 'stratified' among "
+                    "STRATIFIED_ALPHA_GRID, keeping 1 (proportional stratification) unless a smaller one wins "
+                    "in 90% of bootstrap resamples, and 1 without a pilot; for the others 1 = uniform when the "
+                    "sensitivities do not predict the losses, and 0.5 without a pilot.",
     )
     rounds: int = Field(default=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
     sampling: Literal["stratified", "with_replacement", "poisson", "poisson_hajek", "adaptive"] = Field(

@@ -300,7 +300,9 @@ def _ui(args) -> int:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_DFL)
 
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=default_signals)
+    # the code location reads the store from the environment (definitions.store_from_env)
+    env = {**os.environ, "CURATION_DATABASE": _database(args), **({"CURATION_TABLES": args.tables} if args.tables else {})}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=default_signals)
     stop_at: list[float] = []
 
     def stop(signum, frame):
@@ -333,10 +335,6 @@ def _database(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("backfill", "ui"):  # the runs and the UI's code location read the store from here
-        os.environ["CURATION_DATABASE"] = _database(args)
-        if args.tables:
-            os.environ["CURATION_TABLES"] = args.tables
     keep_matplotlib_cache_out_of_home()  # before anything imports matplotlib
     try:
         if args.command != "run":  # `run` makes it once its settings are checked

@@ -40,7 +40,7 @@ from .assets.subsets import SubsetConfig
 from .checks import all_checks
 from .instance import claim_instance
 from .partitions import shards
-from .shard_admission import admit, current_shards, retire_removed
+from .shard_admission import ADMITTED_TAG, admit, current_shards, retire_removed
 
 ALL_ASSETS = all_assets
 
@@ -202,6 +202,7 @@ def run_pipeline(
                 instance=instance,
                 resources=resources,
                 run_config=run_config_for(config, [asset], log_level),
+                tags={ADMITTED_TAG: "1"},
                 raise_on_error=True,
             )
             results.append(result)

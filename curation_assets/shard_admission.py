@@ -19,6 +19,8 @@ from resources.storage import CurationStore
 from . import lineage
 
 RAW = "raw_examples"
+# Run tag of the runs `pipeline.run_pipeline` launches after `admit` checked every shard together.
+ADMITTED_TAG = "curation/admitted"
 
 
 def vector_type(schema: pa.Schema) -> pa.DataType | None:

@@ -11,7 +11,7 @@ from resources.storage import CurationStore
 
 from ..partitions import shards
 from ..plots import histogram, markdown_table
-from ..shard_admission import Admission, current_shards
+from ..shard_admission import ADMITTED_TAG, Admission, current_shards
 
 
 def content_hash(table: pa.Table) -> str:
@@ -38,8 +38,9 @@ def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: C
     table = source.load_shard(shard)  # validates ids, texts, labels, vectors; raises before any write
     # ... and against the other registered shards whose stored rows are current (stale ones are
     # reloaded, and checked with this one, by the run that planned them: shard_admission.admit)
-    others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
-    Admission(source, store, current_shards(source, store, others)).check(shard, table)
+    if context.run.tags.get(ADMITTED_TAG) != "1":  # a run the pipeline planned was admitted as a whole
+        others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
+        Admission(source, store, current_shards(source, store, others)).check(shard, table)
     store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
 
     labels = table.column("label")

@@ -143,9 +143,21 @@ def _run(args) -> int:
         f"\nDone in {seconds:.1f}s. sensitivity_subset: {summary['rows']} distinct examples "
         f"(budget {summary['budget']} draws) of {n}, weights sum to {summary['weight_sum']:.1f}, "
         f"{summary['clusters']} clusters covered.\n"
+        + _recommendation_line(store)
         + f"Query it: {query_hint(store)}"
     )
     return 0
+
+
+def _recommendation_line(store) -> str:
+    """Which subset to train on and where its export is (empty when the run made none)."""
+    if not store.exists("recommended_subset"):
+        return ""
+    rec = store.query("SELECT any_value(source_subset) AS source, any_value(reason) AS reason, count(*) AS rows "
+                      "FROM recommended_subset").to_pylist()[0]
+    export = store.root / "subset_export" / "files" / "recommended_subset.parquet"
+    return (f"Train on: recommended_subset = {rec['source']}, {rec['rows']} rows ({rec['reason']}).\n"
+            + (f"Exported with texts and weights: {export}\n" if not store.is_remote and export.exists() else ""))
 
 
 def query_hint(store) -> str:

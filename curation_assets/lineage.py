@@ -28,6 +28,7 @@ STORED_AS = {
     "subsets": ("sensitivity_subset", True),
     "baseline_subsets": ("stratified_subset", True),
     "balanced_subset": ("balanced_subset", True),
+    "recommended_subset": ("recommended_subset", True),
 }
 
 # op -> {upstream op: "same" (the same shard), "all" (every shard), "global" (unpartitioned)}
@@ -44,6 +45,8 @@ UPSTREAM: dict[str, dict[str, str]] = {
     "baseline_subsets": {"subsets": "global", "cluster_assignments": "all"},
     "subset_evaluation": {"subsets": "global", "baseline_subsets": "global", "balanced_subset": "global",
                           "representative_losses": "global"},
+    "recommended_subset": {"subsets": "global", "baseline_subsets": "global", "balanced_subset": "global",
+                           "subset_evaluation": "global"},
 }
 PARTITIONED = {"raw_examples", "embeddings", "cluster_assignments", "sensitivities"}
 # Stay current when shards are added (not when a shard they were fit on changes).

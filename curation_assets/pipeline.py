@@ -24,6 +24,7 @@ from .assets import (
     embeddings,
     hierarchical_centroids,
     raw_examples,
+    recommended_subset,
     representative_losses,
     sensitivities,
     subset_evaluation,
@@ -32,6 +33,7 @@ from .assets import (
 )
 from .assets.centroids import CentroidsConfig
 from .assets.hierarchical import BalancedSubsetConfig, HierarchicalCentroidsConfig
+from .assets.recommended_subset import RecommendationConfig
 from .assets.representative_losses import RepresentativeLossConfig
 from .assets.sensitivities import SensitivityConfig
 from .assets.subset_evaluation import EvaluationConfig
@@ -46,14 +48,20 @@ ALL_ASSETS = all_assets
 
 # Dependency order. The core graph is bounded in memory; the extras hold every embedding.
 CORE = [raw_examples, embeddings, centroids, cluster_assignments, representative_losses, sensitivities, subsets]
-EXTRAS = [hierarchical_centroids, balanced_subset, baseline_subsets, subset_export]
+EXTRAS = [hierarchical_centroids, balanced_subset, baseline_subsets]
 EVALUATION = [subset_evaluation]
+DELIVERY = [recommended_subset, subset_export]  # after the evaluation, whose evidence picks the subset
 CONFIG_CLASSES = {
     "centroids": CentroidsConfig, "representative_losses": RepresentativeLossConfig,
     "sensitivities": SensitivityConfig, "subsets": SubsetConfig, "subset_evaluation": EvaluationConfig,
     "hierarchical_centroids": HierarchicalCentroidsConfig, "balanced_subset": BalancedSubsetConfig,
-    "subset_export": SubsetExportConfig,
+    "subset_export": SubsetExportConfig, "recommended_subset": RecommendationConfig,
 }
+
+
+def pipeline_order(extras: bool, evaluate: bool) -> list:
+    """The assets a run materialises, in dependency order."""
+    return CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else []) + (DELIVERY if extras else [])
 
 
 def _op(asset) -> str:
@@ -116,7 +124,7 @@ def plan_stale(store: CurationStore, keys: list[str], config: dict | None, resou
     for every asset whose stored provenance differs from what it would get now. Downstream of
     a stale asset everything will also be recomputed once that asset runs."""
     policy = policy or resources.get("drift") or DriftPolicy()
-    order = CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else [])
+    order = pipeline_order(extras, evaluate)
     plan = {(_op(a)): stale for a in order
             if (stale := stale_partitions(_op(a), store, keys, config, resources, policy))}
     tracked = [op for op in plan if op in lineage.UPSTREAM]
@@ -183,7 +191,7 @@ def run_pipeline(
         f"{len(retired)} retired" + (f": {sorted(retired)[:5]} moved to {store.retired_root}" if retired else "")
         + ")")
     results = []
-    for asset in CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else []):
+    for asset in pipeline_order(extras, evaluate):
         op = _op(asset)
         keys = ([None] if op not in lineage.PARTITIONED else list(shard_keys)) if force \
             else stale_partitions(op, store, shard_keys, config, resources, policy)

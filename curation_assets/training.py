@@ -10,7 +10,7 @@ estimates the full-data mean. A trainer uses them in one of two ways, not both a
 Usage::
 
     from curation_assets.training import load_subset, loss_weights, weighted_sampler
-    df = load_subset("data/curation_tables/subset_export/files/sensitivity_subset.parquet")
+    df = load_subset("data/curation_tables/subset_export/files/recommended_subset.parquet")
     sampler = weighted_sampler(df["weight"].to_numpy(), seed=0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, sampler=sampler)
     w = loss_weights(df["weight"].to_numpy())           # or, without the sampler:

@@ -14,7 +14,9 @@ EDGES = {
     "sensitivity_subset": {"sensitivities"},
     "uniform_subset": {"raw_examples"},
     "subset_evaluation": {"embeddings", "raw_examples", "sensitivity_subset", "uniform_subset"},
-    "subset_export": {"sensitivity_subset", "raw_examples"},
+    "recommended_subset": {"sensitivity_subset", "uniform_subset", "balanced_subset", "subset_evaluation",
+                           *(f"{name}_subset" for name in ("stratified", "kmeans_centroids", "k_center", "semdedup"))},
+    "subset_export": {"recommended_subset", "raw_examples"},
     "hierarchical_centroids": {"embeddings"},
     "balanced_subset": {"hierarchical_centroids", "embeddings"},
     **{f"{name}_subset": {"embeddings", "cluster_assignments", "sensitivity_subset"}

@@ -1,6 +1,7 @@
 """Held-out evaluation: the split, the weighted downstream models, and the asset end to end."""
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
 
@@ -63,8 +64,10 @@ def test_subset_evaluation_asset_end_to_end(tmp_path):
                                                "mlp_epochs": 20}}}
     with DagsterInstance.ephemeral() as instance:
         results = run_pipeline(instance, make_resources(store, source), config, log=lambda _: None, evaluate=True)
-    assert results[-1].success
-    checks = {e.check_name: e for e in results[-1].get_asset_check_evaluations()}
+    assert all(r.success for r in results)
+    evaluation = next(r for r in results if any(e.asset_key.to_user_string() == "subset_evaluation"
+                                                for e in r.get_asset_materialization_events()))
+    checks = {e.check_name: e for e in evaluation.get_asset_check_evaluations()}
     assert "sensitivity_estimates_beat_uniform" in checks
     rows = store.query(
         "SELECT metric, model, method, count(*) AS n, min(value) AS lo, max(value) AS hi "
@@ -84,3 +87,40 @@ def test_subset_evaluation_asset_end_to_end(tmp_path):
     assert {(r["budget_fraction"], r["m"]) for r in ms} == {(f, round(f * (~test).sum())) for f in (0.1, 0.3)}
     for png in ("estimate_error_vs_budget.png", "accuracy_vs_budget_logreg.png", "accuracy_vs_budget_mlp.png"):
         assert (store.root / "subset_evaluation" / "files" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recommended_subset_follows_the_evaluation_and_is_exported(tmp_path):
+    """With labels and an evaluation, the recommended subset is a copy of the stored subset the
+    evaluation's evidence picks at the nearest budget; the export carries it by default."""
+    from dagster import AssetKey
+
+    from curation_assets.algorithms.recommendation import recommend
+    from curation_assets.assets.recommended_subset import EVALUATED_AS, SAMPLING_EVALUATED_AS, evaluated_scores
+
+    data = tmp_path / "in"
+    data.mkdir()
+    write_examples(data / "a.parquet", [f"a{i}" for i in range(90)], clustered_vectors(90, 0))
+    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
+    store = CurationStore(database_path=str(tmp_path / "db" / "c.duckdb"))
+    config = {"centroids": {"config": {"n_clusters": 3}}, "subsets": {"config": {"budget": 9}},
+              "subset_evaluation": {"config": {"budgets": [0.05, 0.1, 0.3], "seeds": 3, "estimate_seeds": 5,
+                                               "models": ["logreg"]}}}
+    with DagsterInstance.ephemeral() as instance:
+        assert all(r.success for r in run_pipeline(instance, make_resources(store, source), config,
+                                                   log=lambda _: None, evaluate=True))
+        meta = instance.get_latest_materialization_event(AssetKey("recommended_subset")).asset_materialization.metadata
+    rec = store.read_latest_version("recommended_subset")
+    source_subset = rec.column("source_subset")[0].as_py()
+    # the same rule on the stored evaluation picks the same subset, at budget 9 of 90 -> 10%
+    evaluated = {SAMPLING_EVALUATED_AS["stratified"]: "sensitivity_subset",
+                 **{e: a for a, e in EVALUATED_AS.items() if store.exists(a)}}
+    scores, budget, test_se = evaluated_scores(store.read("subset_evaluation"), 0.1, "train", set(evaluated))
+    assert budget == 0.1 and 0 < test_se < 0.2
+    want = recommend(scores, "sensitivity_stratified", test_se=test_se)
+    assert source_subset == evaluated[want.method] and meta["reason"].value == want.reason
+    assert "gain over default" in meta["evidence"].value
+    copied = store.read_version(source_subset, rec.column("source_version")[0].as_py())
+    assert rec.column("example_id").to_pylist() == copied.column("example_id").cast("string").to_pylist()
+    assert rec.column("weight").to_pylist() == copied.column("weight").to_pylist()
+    export = pq.read_table(store.root / "subset_export" / "files" / "recommended_subset.parquet")
+    assert sorted(export.column("example_id").to_pylist()) == sorted(rec.column("example_id").to_pylist())

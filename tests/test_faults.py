@@ -71,7 +71,7 @@ def _start(ctx, root: Path, inbox: Path, kill_after_write: int | None = None):
 def _subset(root: Path):
     """The newest sensitivity subset and the export a trainer reads, without the run ids."""
     t = CurationStore(database_path=str(root / "db" / "c.duckdb")).read_latest_version("sensitivity_subset")
-    export = pq.read_table(root / "db" / "c_tables" / "subset_export" / "files" / "sensitivity_subset.parquet")
+    export = pq.read_table(root / "db" / "c_tables" / "subset_export" / "files" / "recommended_subset.parquet")
     return t.sort_by("example_id").select(["example_id", "weight", "draws"]), export
 
 

@@ -41,8 +41,8 @@ def _db(store):
 
 def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
     instance, store, _, results = pipeline
-    # one run per shard for each of the 4 per-shard assets, one for each of the 7 global ones
-    assert len(results) == 4 * 2 + 7
+    # one run per shard for each of the 4 per-shard assets, one for each of the 8 global ones
+    assert len(results) == 4 * 2 + 8
     assert all(r.success for r in results)
     with _db(store) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
@@ -53,6 +53,19 @@ def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
     from dagster import AssetKey
     assert ev(AssetKey("sensitivity_subset")).asset_materialization.metadata["budget"].value == 10
     assert set(instance.get_materialized_partitions(AssetKey("embeddings"))) == {"bbc-0", "bbc-1"}
+
+
+def test_without_an_evaluation_the_recommended_subset_is_the_default_and_says_so(pipeline):
+    instance, store, _, _ = pipeline
+    from dagster import AssetKey
+    rec = store.read_latest_version("recommended_subset")
+    default = store.read_latest_version("sensitivity_subset")
+    assert set(rec.column("source_subset").to_pylist()) == {"sensitivity_subset"}
+    assert rec.column("example_id").to_pylist() == default.column("example_id").to_pylist()
+    assert rec.column("weight").to_pylist() == default.column("weight").to_pylist()
+    meta = instance.get_latest_materialization_event(AssetKey("recommended_subset")).asset_materialization.metadata
+    assert "no held-out evaluation" in meta["reason"].value and "evidence" not in meta
+    assert (store.root / "subset_export" / "files" / "recommended_subset.parquet").exists()
 
 
 def test_tables_hold_the_expected_rows(pipeline):

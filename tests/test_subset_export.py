@@ -19,8 +19,8 @@ CONFIG = {
 }
 
 
-def _export(instance, resources, subset=None, raise_on_error=True):
-    run_config = {"ops": {"subset_export": {"config": {"subset": subset}}}} if subset else None
+def _export(instance, resources, subset="sensitivity_subset", raise_on_error=True):
+    run_config = {"ops": {"subset_export": {"config": {"subset": subset}}}}
     return materialize([*ALL_ASSETS, subset_export], selection=[subset_export.key], instance=instance,
                        resources=resources, run_config=run_config, raise_on_error=raise_on_error)
 

@@ -6,6 +6,7 @@ from .cluster_assignments import cluster_assignments
 from .embeddings import embeddings
 from .hierarchical import balanced_subset, hierarchical_centroids
 from .raw_examples import raw_examples
+from .recommended_subset import recommended_subset
 from .representative_losses import representative_losses
 from .sensitivities import sensitivities
 from .subset_evaluation import subset_evaluation
@@ -25,4 +26,5 @@ all_assets = [
     hierarchical_centroids,
     balanced_subset,
     baseline_subsets,
+    recommended_subset,
 ]

@@ -123,6 +123,7 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
                             models=config.models, mlp_epochs=config.mlp_epochs)
     seconds = time.perf_counter() - start
     table = pa.Table.from_pylist(rows)
+    table = table.append_column("test_size", pa.array(np.full(table.num_rows, int(test.sum()), dtype=np.int64)))
     table = table.append_column("run", pa.array([context.run.run_id] * table.num_rows, pa.string()))
     meta = {"dagster/row_count": table.num_rows, "pool_size": pool.n, "test_size": int(test.sum()),
             "examples": n_all, "evaluated_examples": raw.num_rows,

@@ -22,6 +22,7 @@ from ..plots import markdown_table
 # The versioned subset assets. `subset` must be one of these: it names a table and a file, so it
 # is checked against this list and never spliced into SQL or a path otherwise.
 SUBSET_ASSETS = (
+    "recommended_subset",
     "sensitivity_subset",
     "uniform_subset",
     "balanced_subset",
@@ -44,7 +45,7 @@ SCHEMA = pa.schema([
 
 class SubsetExportConfig(Config):
     subset: str = Field(
-        default="sensitivity_subset",
+        default="recommended_subset",
         description=f"Which versioned subset to export (its newest version): one of {', '.join(SUBSET_ASSETS)}.",
     )
 
@@ -137,7 +138,7 @@ def _preview(table: pa.Table, rows: int = 5) -> str:
 
 
 @asset(
-    deps=["sensitivity_subset", "raw_examples"],
+    deps=["recommended_subset", "raw_examples"],
     group_name="curation",
     kinds={"parquet", "json"},
     description="The newest subset joined with its texts and labels, as <subset>.parquet and <subset>.jsonl "

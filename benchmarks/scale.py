@@ -1,13 +1,16 @@
 """The core lineage graph at n = 100k, 1M and 5M synthetic embeddings: time per stage, peak memory.
 
     .venv/bin/python benchmarks/scale.py [--sizes 100000,1000000,5000000] [--dir /tmp/scale] [--out DIR]
+        [--evaluation]
 
 For each n, one process writes clustered synthetic embeddings (d = 384, 100 Gaussian clusters,
 labels = cluster mod 10) as Parquet files of 100k rows (a `files` source with a precomputed
 `embedding_column`, so no model runs), and a *fresh* process runs the core graph through
 `run_pipeline` (raw_examples, embeddings, centroids, cluster_assignments, representative_losses,
 sensitivities, subsets at 10%; Dagster `materialize`, DuckDB and Parquet all real). Its peak
-resident memory (VmHWM) is read at the end. k is fixed at 1,000 and the k-means training sample
+resident memory (VmHWM) is read at the end. `--evaluation` adds `subset_evaluation` (the held-out
+comparison of every method, on its bounded sample of `max_examples`), to show its time does not
+grow with n. k is fixed at 1,000 and the k-means training sample
 at 100k, so the work per example does not change with n and time should grow linearly.
 
 In the same run, as baselines: numpy's sgemm GFLOP/s (the machine's matrix-product peak), and
@@ -52,7 +55,7 @@ def generate(folder: Path, n: int, seed: int = 0) -> None:
         pq.write_table(table, folder / f"part{f:04d}.parquet", compression="none")
 
 
-def run(folder: Path, db: Path) -> dict:
+def run(folder: Path, db: Path, evaluate: bool = False) -> dict:
     """The core graph in this process; returns per-stage seconds and the process's peak RSS."""
     os.environ["DAGSTER_HOME"] = str(db.parent / "dagster_home")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -68,12 +71,12 @@ def run(folder: Path, db: Path) -> dict:
         store=CurationStore(database_path=str(db)),
     )
     config = {"centroids": {"config": {"n_clusters": K, "training_sample_size": 100_000}},
-              "subsets": {"config": {"budget_fraction": 0.1}}}
+              "subsets": {"config": {"budget_fraction": 0.1}}, "subset_evaluation": {"config": {}}}
     stages, meta = {}, {}
     start = time.perf_counter()
     with DagsterInstance.get() as instance:
         results = run_pipeline(instance, resources, config, log=lambda s: print(s, file=sys.stderr, flush=True),
-                               log_level="ERROR", extras=False)
+                               log_level="ERROR", extras=False, evaluate=evaluate)
         for r in results:
             stats = instance.get_run_stats(r.run_id)
             for ev in r.get_asset_materialization_events():
@@ -129,13 +132,14 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default="/tmp/curation-scale")
     p.add_argument("--out", default=None)
     p.add_argument("--_generate", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--evaluation", action="store_true", help="also run subset_evaluation")
     p.add_argument("--_run", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._generate:
         generate(Path(args._generate[0]), int(args._generate[1]))
         return 0
     if args._run:
-        print(json.dumps(run(Path(args._run[0]), Path(args._run[1]))))
+        print(json.dumps(run(Path(args._run[0]), Path(args._run[1]), args.evaluation)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -149,7 +153,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--_generate", str(work / "input"), str(n)], check=True)
         print(f"n={n}: generated in {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, __file__, "--_run", str(work / "input"), str(work / "db" / "c.duckdb")],
+        out = subprocess.run([sys.executable, __file__, "--_run", str(work / "input"), str(work / "db" / "c.duckdb")]
+                             + (["--evaluation"] if args.evaluation else []),
                              check=True, stdout=subprocess.PIPE, cwd=ROOT, text=True).stdout
         rep = json.loads(out.strip().splitlines()[-1])
         reports[n] = rep

@@ -12,6 +12,11 @@ sensitivities), and for every method and budget measures
   LOSS when above, else tie;
 - the test accuracy of a weighted logistic regression trained on the subset, as a difference to
   uniform's with a 90% interval (normal, over seeds); WIN / LOSS when the interval excludes 0.
+- `recommended`, what the product hands a user for training (the `recommended_subset` asset): on
+  the pool alone, an inner held-out split scores the methods the product stores (5 seeds, logistic
+  regression), `recommend` picks one per budget (default: `default_method`, kmeans_centroids below
+  one pick per cluster, else sensitivity_stratified), and that method's subset of the pool is trained
+  and tested like the others; a last table shows its gap to the best method at each budget.
 It ends with the win/tie/loss count of every method over all datasets and budgets.
 """
 
@@ -26,7 +31,9 @@ import numpy as np
 import quality_datasets as datasets
 from _report import emit, format_table
 from curation_assets.algorithms.evaluation import build_pool, estimate_errors, holdout_mask, selectors, training_scores
+from curation_assets.algorithms.recommendation import default_method, recommend
 from curation_assets.algorithms.stratified_sampling import stratified_sensitivity_sample
+from curation_assets.assets.recommended_subset import EVALUATED_AS, SAMPLING_EVALUATED_AS, evaluated_scores
 
 BUDGETS = (0.01, 0.02, 0.05, 0.10, 0.20)
 DEFAULT_METHODS = ("uniform", "sensitivity_stratified", "cluster_stratified", "sensitivity", "sensitivity_auto",
@@ -73,6 +80,26 @@ def _selector(name: str):
     return selectors()[name]
 
 
+def recommended_methods(name: str, pool, seeds: int = 5) -> dict[int, tuple[str, str]]:
+    """{m: (method, reason)}: what recommended_subset would pick at each budget, from an inner
+    held-out split of the pool (the outer test side is never seen)."""
+    import pyarrow as pa
+
+    candidates = {SAMPLING_EVALUATED_AS["stratified"], *EVALUATED_AS.values()}
+    inner_test = holdout_mask([f"{name}-inner-{i}" for i in range(pool.n)], 0.2)
+    inner = build_pool(pool.x[~inner_test], pool.labels[~inner_test])
+    rows = training_scores(inner, pool.x[inner_test], pool.labels[inner_test], {m: _selector(m) for m in candidates},
+                           BUDGETS, range(seeds), models=("logreg",))
+    table = pa.Table.from_pylist([{**r, "test_size": int(inner_test.sum())} for r in rows])
+    out = {}
+    for f in BUDGETS:
+        scores, _, test_se = evaluated_scores(table, f, "train", candidates)
+        m = max(1, int(round(f * pool.n)))
+        rec = recommend(scores, default_method("train", m, pool.n_clusters), test_se=test_se)
+        out[m] = (rec.method, rec.reason)
+    return out
+
+
 def run_dataset(name: str, args, methods, tally) -> list[str]:
     x, y = datasets.load(name, args.database)
     ids = np.arange(len(y))
@@ -81,7 +108,10 @@ def run_dataset(name: str, args, methods, tally) -> list[str]:
     chosen = {m: _selector(m) for m in methods}
     start = time.perf_counter()
     rows = estimate_errors(pool, chosen, BUDGETS, range(args.estimate_seeds))
+    picks = {}
     if not args.no_training:
+        picks = recommended_methods(name, pool)
+        chosen["recommended"] = lambda p, m, seed: _selector(picks[m][0])(p, m, seed)
         rows += training_scores(pool, x[test], y[test], chosen, BUDGETS, range(args.seeds), models=("logreg",))
     seconds = time.perf_counter() - start
     rng = np.random.default_rng(0)
@@ -104,11 +134,12 @@ def run_dataset(name: str, args, methods, tally) -> list[str]:
             "[90% interval]:", format_table(["budget", "m", "uniform"] + list(methods[1:]), table), ""]
     if not args.no_training:
         full = by[("accuracy", "full", 1.0)][0]
-        table = []
+        table, gaps = [], []
+        trained = list(methods[1:]) + ["recommended"]
         for f in BUDGETS:
             base = np.asarray(by[("accuracy", "uniform", f)])
             row = [f"{f:.0%}", f"{base.mean():.3f}"]
-            for m in methods[1:]:
+            for m in trained:
                 acc = np.asarray(by[("accuracy", m, f)])
                 diff = acc.mean() - base.mean()
                 half = Z90 * np.sqrt(acc.var(ddof=1) / acc.size + base.var(ddof=1) / base.size)
@@ -116,9 +147,19 @@ def run_dataset(name: str, args, methods, tally) -> list[str]:
                 tally.setdefault(("train", m), []).append(v)
                 row.append(f"{acc.mean():.3f} ({diff:+.3f}±{half:.3f}) {v}")
             table.append(row)
+            best = max(["uniform"] + trained[:-1], key=lambda m: np.mean(by[("accuracy", m, f)]))
+            rec, top = np.asarray(by[("accuracy", "recommended", f)]), np.asarray(by[("accuracy", best, f)])
+            gap = rec.mean() - top.mean()
+            half = Z90 * np.sqrt(rec.var(ddof=1) / rec.size + top.var(ddof=1) / top.size)
+            v = "behind" if gap + half < 0 else "within noise"
+            tally.setdefault(("train vs best", "recommended"), []).append({"behind": "LOSS"}.get(v, "tie"))
+            m = max(1, int(round(f * pool.n)))
+            gaps.append([f"{f:.0%}", picks[m][0], best, f"{gap:+.3f}±{half:.3f}", v])
         out += [f"Test accuracy of a weighted logistic regression (full pool: {full:.3f}); uniform's, then each "
                 "method's (difference to uniform ± 90%):",
-                format_table(["budget", "uniform"] + list(methods[1:]), table), ""]
+                format_table(["budget", "uniform"] + trained, table), "",
+                "What `recommended` picked (inner evaluation on the pool) and its gap to the best method:",
+                format_table(["budget", "picked", "best method", "gap ± 90%", "verdict"], gaps), ""]
     return out
 
 
@@ -135,8 +176,8 @@ def main(argv=None) -> int:
         out += run_dataset(name, args, methods, tally)
         print("\n".join(out[-20:]), file=sys.stderr, flush=True)
     table = []
-    for kind in ("estimate", "train"):
-        for m in methods[1:]:
+    for kind in ("estimate", "train", "train vs best"):
+        for m in methods[1:] + ["recommended"]:
             v = tally.get((kind, m))
             if v:
                 table.append([kind, m, v.count("WIN"), v.count("tie"), v.count("LOSS")])

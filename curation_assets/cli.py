@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha", type=float, default=None,
                      help="defensive mixture weight of uniform sampling (default: chosen on the labelled pilot; "
                           "without labels 1 for stratified, 0.5 for the others; 0: the plain method)")
+    run.add_argument("--purpose", choices=["train", "estimate"], default="train",
+                     help="what recommended_subset (the exported subset) is for: train a model on it (default), or "
+                          "estimate full-data averages with its weights")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
     run.add_argument("--no-evaluation", action="store_true",
@@ -127,6 +130,7 @@ def _run(args) -> int:
         "balanced_subset": {"config": {"budget": args.budget, "budget_fraction": args.budget_fraction,
                                        "seed": args.seed}},
         **({} if args.no_evaluation else {"subset_evaluation": {"config": {"seed": args.seed}}}),
+        "recommended_subset": {"config": {"purpose": args.purpose}},
     }
     start = time.perf_counter()
     ensure_store_home(store.db_path)
@@ -151,7 +155,7 @@ def _run(args) -> int:
 
 def _recommendation_line(store) -> str:
     """Which subset to train on and where its export is (empty when the run made none)."""
-    if not store.exists("recommended_subset"):
+    if not store.has_versions("recommended_subset"):
         return ""
     rec = store.query("SELECT any_value(source_subset) AS source, any_value(reason) AS reason, count(*) AS rows "
                       "FROM recommended_subset").to_pylist()[0]

@@ -395,6 +395,10 @@ class CurationStore(ConfigurableResource):
             return bool(self._parquet_names(self._folder(name)))
         return self._is_file(self._file(name, partition))
 
+    def has_versions(self, name: str) -> bool:
+        """A versioned table (a subset) has at least one version."""
+        return bool(self._parquet_names(f"{self._folder(name)}/versions"))
+
     def _latest_version_file(self, name: str) -> str:
         versions = self._parquet_names(f"{self._folder(name)}/versions")
         if not versions:

@@ -94,7 +94,7 @@ def test_recommended_subset_follows_the_evaluation_and_is_exported(tmp_path):
     evaluation's evidence picks at the nearest budget; the export carries it by default."""
     from dagster import AssetKey
 
-    from curation_assets.algorithms.recommendation import recommend
+    from curation_assets.algorithms.recommendation import default_method, recommend
     from curation_assets.assets.recommended_subset import EVALUATED_AS, SAMPLING_EVALUATED_AS, evaluated_scores
 
     data = tmp_path / "in"
@@ -102,7 +102,7 @@ def test_recommended_subset_follows_the_evaluation_and_is_exported(tmp_path):
     write_examples(data / "a.parquet", [f"a{i}" for i in range(90)], clustered_vectors(90, 0))
     source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
     store = CurationStore(database_path=str(tmp_path / "db" / "c.duckdb"))
-    config = {"centroids": {"config": {"n_clusters": 3}}, "subsets": {"config": {"budget": 9}},
+    config = {"centroids": {"config": {"n_clusters": 12}}, "subsets": {"config": {"budget": 9}},
               "subset_evaluation": {"config": {"budgets": [0.05, 0.1, 0.3], "seeds": 3, "estimate_seeds": 5,
                                                "models": ["logreg"]}}}
     with DagsterInstance.ephemeral() as instance:
@@ -113,11 +113,13 @@ def test_recommended_subset_follows_the_evaluation_and_is_exported(tmp_path):
     source_subset = rec.column("source_subset")[0].as_py()
     # the same rule on the stored evaluation picks the same subset, at budget 9 of 90 -> 10%
     evaluated = {SAMPLING_EVALUATED_AS["stratified"]: "sensitivity_subset",
-                 **{e: a for a, e in EVALUATED_AS.items() if store.exists(a)}}
+                 **{e: a for a, e in EVALUATED_AS.items() if store.has_versions(a)}}
     scores, budget, test_se = evaluated_scores(store.read("subset_evaluation"), 0.1, "train", set(evaluated))
     assert budget == 0.1 and 0 < test_se < 0.2
-    want = recommend(scores, "sensitivity_stratified", test_se=test_se)
-    assert source_subset == evaluated[want.method] and meta["reason"].value == want.reason
+    k = store.read("centroids").num_rows
+    assert k == 12 and meta["default"].value == "kmeans_centroids_subset"  # 9 picks < 12 clusters
+    want = recommend(scores, default_method("train", 9, k), test_se=test_se)
+    assert source_subset == evaluated[want.method] and meta["reason"].value.endswith(want.reason)
     assert "gain over default" in meta["evidence"].value
     copied = store.read_version(source_subset, rec.column("source_version")[0].as_py())
     assert rec.column("example_id").to_pylist() == copied.column("example_id").cast("string").to_pylist()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from curation_assets.algorithms.recommendation import recommend
+from curation_assets.algorithms.recommendation import default_method, recommend
 
 METHODS = [f"m{i}" for i in range(9)]
 
@@ -70,3 +70,11 @@ def test_one_seed_cannot_displace_and_bad_input_is_named():
         recommend({"x": np.zeros(3)}, "default")
     with pytest.raises(ValueError, match="confidence"):
         recommend({"default": np.zeros(3)}, "default", confidence=1.0)
+
+
+def test_the_default_is_budget_aware_for_training_only():
+    assert default_method("train", 9, 10) == "kmeans_centroids"  # fewer picks than clusters
+    assert default_method("train", 10, 10) == "sensitivity_stratified"
+    assert default_method("estimate", 9, 10) == "sensitivity_stratified"  # weights must estimate
+    with pytest.raises(ValueError, match="purpose"):
+        default_method("fit", 9, 10)

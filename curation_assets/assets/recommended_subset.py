@@ -3,8 +3,9 @@
 `subset_evaluation` scores every method on a held-out split of the user's own examples. This asset
 reads those scores at the evaluated budget nearest the subsets' budget, for the user's purpose
 (`train`: test accuracy, averaged over the downstream models; `estimate`: relative error of the
-mean-loss estimate), and lets a method displace the default `sensitivity_subset` only when its
-paired gain clears 0 with family-wise confidence (algorithms/recommendation.py). The chosen stored
+mean-loss estimate), and lets a method displace the default only when its paired gain clears 0
+with family-wise confidence. The default is `sensitivity_subset`, or for training below one pick
+per cluster `kmeans_centroids_subset` (algorithms/recommendation.py says why). The chosen stored
 subset is copied as a new version, with the evidence in the metadata. Without a current evaluation
 (unlabelled data, or `--no-evaluation`) it is the default, and the metadata says so.
 """
@@ -19,9 +20,10 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..algorithms.recommendation import Recommendation, recommend
+from ..algorithms.recommendation import Recommendation, default_method, recommend
 from ..plots import markdown_table
 from .baseline_subsets import BASELINE_ASSETS
+from .cluster_assignments import load_centroids
 from .shard_scope import registered_shards, shard_row_counts
 from .subsets import version_name
 
@@ -97,15 +99,20 @@ def recommended_subset(context: AssetExecutionContext, config: RecommendationCon
     m, sampling = int(first["budget"]), first.get("sampling")
     n = int(shard_row_counts(store, "raw_examples", keys).sum())
     stored = {DEFAULT_SUBSET: SAMPLING_EVALUATED_AS.get(sampling),
-              **{a: e for a, e in EVALUATED_AS.items() if store.exists(a)}}
-    default = stored[DEFAULT_SUBSET]
-    meta = {"purpose": config.purpose, "budget": m}
-    chosen, reason = DEFAULT_SUBSET, None
+              **{a: e for a, e in EVALUATED_AS.items() if store.has_versions(a)}}
+    k = int(load_centroids(store)[0].shape[0])
+    wanted = default_method(config.purpose, m, k)
+    chosen = next((a for a, e in stored.items() if e == wanted), DEFAULT_SUBSET)
+    default = stored[chosen]
+    meta = {"purpose": config.purpose, "budget": m, "clusters": k, "default": chosen}
+    why_default = (f"{chosen}: the default for {config.purpose} at m = {m}"
+                   + (f" < k = {k} clusters" if wanted == "kmeans_centroids" and chosen != DEFAULT_SUBSET else ""))
+    reason = None
     if default is None:
-        reason = f"sensitivity_subset's sampling {sampling!r} is not among the evaluated methods"
+        reason = f"{why_default}; its sampling {sampling!r} is not among the evaluated methods"
     elif not evaluation_is_current(store):
-        reason = ("no held-out evaluation of the current subsets (unlabelled data, or the run skipped "
-                  "subset_evaluation): the robust default")
+        reason = (f"{why_default}; no held-out evaluation of the current subsets (unlabelled data, or the run "
+                  "skipped subset_evaluation)")
     else:
         scores, budget, test_se = evaluated_scores(store.read("subset_evaluation"), m / n, config.purpose,
                                                    {e for e in stored.values() if e})
@@ -114,7 +121,7 @@ def recommended_subset(context: AssetExecutionContext, config: RecommendationCon
         else:
             rec = recommend(scores, default, confidence=config.confidence, test_se=test_se)
             chosen = next(a for a, e in stored.items() if e == rec.method)
-            reason = rec.reason
+            reason = f"{why_default}; {rec.reason}"
             meta.update({"evaluated_budget": budget, "evidence": MetadataValue.md(_evidence_table(rec, config.purpose)),
                          "test_standard_error": test_se})
     version = store.latest_version(chosen)

@@ -38,11 +38,11 @@ def bbc(database: str | None = None):
                 np.array(raw.column("label").to_pylist(), dtype=object))
     cache = CACHE / "bbc_minilm.npz"
     if not cache.exists():
-        from resources import ExampleSource, SentenceEmbedder
+        from resources import ComputeDevice, ExampleSource, SentenceEmbedder
 
         source = ExampleSource(num_shards=1)
         t = source.load_shard("bbc-0")
-        x = SentenceEmbedder().encode(t.column("text").to_pylist())
+        x = SentenceEmbedder(compute=ComputeDevice()).encode(t.column("text").to_pylist())
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, ids=np.array(t.column("example_id").to_pylist()), x=x,
                  y=np.array(t.column("label").to_pylist()))

@@ -159,9 +159,11 @@ def _recommendation_line(store) -> str:
         return ""
     rec = store.query("SELECT any_value(source_subset) AS source, any_value(reason) AS reason, count(*) AS rows "
                       "FROM recommended_subset").to_pylist()[0]
+    line = f"Train on: recommended_subset = {rec['source']}, {rec['rows']} rows ({rec['reason']}).\n"
+    if store.is_remote:  # a bucket has no local path to print (store.root refuses)
+        return line
     export = store.root / "subset_export" / "files" / "recommended_subset.parquet"
-    return (f"Train on: recommended_subset = {rec['source']}, {rec['rows']} rows ({rec['reason']}).\n"
-            + (f"Exported with texts and weights: {export}\n" if not store.is_remote and export.exists() else ""))
+    return line + (f"Exported with texts and weights: {export}\n" if export.exists() else "")
 
 
 def query_hint(store) -> str:

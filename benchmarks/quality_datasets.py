@@ -5,6 +5,9 @@
   cut to 5% of its articles; 20% of the labels replaced by another class.
 - digits, breast_cancer, wine: scikit-learn's bundled sets as precomputed vectors (standardised).
 - synth_cluster_loss: a Gaussian mixture whose clusters carry the labels (the loss follows them).
+- synth_cluster_difficulty: the same geometry, clean labels (each cluster one class) and spreads
+  from tight to wide: the probe's loss is near 0 in tight clusters and grows from the centroid
+  outwards in wide ones, the Hoelder premise of sensitivity sampling.
 - synth_independent: the same geometry, labels from a random hyperplane crossing every cluster.
 - synth_longtail: Zipf-sized clusters, a few of them rare concepts with their own label.
 """
@@ -18,7 +21,7 @@ import numpy as np
 
 CACHE = Path(__file__).resolve().parent / "out"
 NAMES = ("bbc", "bbc_imbalanced", "bbc_noisy", "digits", "breast_cancer", "wine",
-         "synth_cluster_loss", "synth_independent", "synth_longtail")
+         "synth_cluster_loss", "synth_cluster_difficulty", "synth_independent", "synth_longtail")
 
 
 def _md5_unit(ids) -> np.ndarray:
@@ -86,6 +89,13 @@ def load(name: str, database: str | None = None):
         purity = rng.uniform(0.6, 1.0, size=24)
         y = np.where(rng.random(x.shape[0]) < purity[c], cls[c], rng.integers(0, 4, size=x.shape[0]))
         return x, y.astype(str).astype(object)
+    if name == "synth_cluster_difficulty":
+        rng = np.random.default_rng(14)
+        centers = rng.normal(size=(24, 16)) * 3.0
+        c = rng.integers(0, 24, size=4000)
+        spread = np.geomspace(0.3, 3.0, 24)[rng.permutation(24)]
+        x = (centers[c] + spread[c, None] * rng.normal(size=(4000, 16))).astype(np.float32)
+        return x, rng.integers(0, 4, size=24)[c].astype(str).astype(object)
     if name == "synth_independent":
         x, c, rng = _mixture(4000, 24, 16, 12)
         w = rng.normal(size=16)

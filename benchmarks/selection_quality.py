@@ -15,7 +15,7 @@ sensitivities), and for every method and budget measures
 - `recommended`, what the product hands a user for training (the `recommended_subset` asset): on
   the pool alone, an inner held-out split scores the methods the product stores (5 seeds, logistic
   regression), `recommend` picks one per budget (default: `default_method`, kmeans_centroids below
-  one pick per cluster, else sensitivity_stratified), and that method's subset of the pool is trained
+  two picks per cluster, else sensitivity_stratified), and that method's subset of the pool is trained
   and tested like the others; a last table shows its gap to the best method at each budget.
 It ends with the win/tie/loss count of every method over all datasets and budgets.
 """

@@ -4,7 +4,7 @@
 reads those scores at the evaluated budget nearest the subsets' budget, for the user's purpose
 (`train`: test accuracy, averaged over the downstream models; `estimate`: relative error of the
 mean-loss estimate), and lets a method displace the default only when its paired gain clears 0
-with family-wise confidence. The default is `sensitivity_subset`, or for training below one pick
+with family-wise confidence. The default is `sensitivity_subset`, or for training below two picks
 per cluster `kmeans_centroids_subset` (algorithms/recommendation.py says why). The chosen stored
 subset is copied as a new version, with the evidence in the metadata. Without a current evaluation
 (unlabelled data, or `--no-evaluation`) it is the default, and the metadata says so.
@@ -20,7 +20,7 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..algorithms.recommendation import Recommendation, default_method, recommend
+from ..algorithms.recommendation import TYPICAL_BELOW, Recommendation, default_method, recommend
 from ..plots import markdown_table
 from .baseline_subsets import BASELINE_ASSETS
 from .cluster_assignments import load_centroids
@@ -106,7 +106,7 @@ def recommended_subset(context: AssetExecutionContext, config: RecommendationCon
     default = stored[chosen]
     meta = {"purpose": config.purpose, "budget": m, "clusters": k, "default": chosen}
     why_default = (f"{chosen}: the default for {config.purpose} at m = {m}"
-                   + (f" < k = {k} clusters" if wanted == "kmeans_centroids" and chosen != DEFAULT_SUBSET else ""))
+                   + (f" < {TYPICAL_BELOW} x {k} clusters" if wanted == "kmeans_centroids" and chosen != DEFAULT_SUBSET else ""))
     reason = None
     if default is None:
         reason = f"{why_default}; its sampling {sampling!r} is not among the evaluated methods"

@@ -23,7 +23,8 @@ Methods:
 - variants of it, to explain where it wins or loses: columns standardised before clustering;
   [A | b] clustered (standardised; this reads every label); the distance term alone
   (p ~ d_i^2, lambda -> infinity: an ablation, not unbiased for rows sitting on their centroid);
-  a cheap k-means (10 iterations on a 20k-row sample).
+  a cheap k-means (10 iterations on a 20k-row sample); A whitened by the R of a CountSketch of A
+  (least_squares.sketched_whitening), the geometry in which leverage is a plain squared norm.
 "labels read" counts the rows whose b_i a method needs before the draw (0 for leverage and
 uniform; pilot U representatives for sensitivity; n when [A | b] is clustered).
 
@@ -139,6 +140,7 @@ METHODS = {
     "sensitivity, standardised A": _sens(standardize=True),
     "sensitivity, [A|b] standardised": _sens(features="Ab", standardize=True),
     "sensitivity, cheap k-means": _fast_kmeans,
+    "sensitivity, sketch-whitened A": _sens(features="whitened"),
     "ablation: distance term only": _distance_only,
 }
 

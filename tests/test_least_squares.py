@@ -211,3 +211,22 @@ def test_errors_name_the_bad_input():
         sample_rows(np.ones(100), 10, 0)
     with pytest.raises(ValueError, match=r"^n: must be at least 1"):
         uniform_probabilities(0)
+
+
+def test_sketched_whitening_gives_leverage_as_row_norms():
+    """Exact when the sketch keeps every row; a CountSketch of 4 d^2 rows stays within a factor
+    of ~1.5 of every leverage score (an unwhitened A is off by orders of magnitude)."""
+    from curation_assets.algorithms.least_squares import leverage_scores, sketched_whitening
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(5000, 6)) * np.array([1, 10, 100, 1, 1, 0.01])
+    A[:25] *= 30  # a few high-leverage rows
+    lev = leverage_scores(A)
+    np.testing.assert_allclose((sketched_whitening(A, 0, rows=5000) ** 2).sum(1), lev, rtol=1e-8, atol=1e-12)
+    approx = (sketched_whitening(A, 0) ** 2).sum(1)
+    assert np.max(np.maximum(approx / lev, lev / approx)) < 1.6
+    assert np.max(np.maximum((A ** 2).sum(1) / lev, lev / (A ** 2).sum(1))) > 100
+    with pytest.raises(ValueError, match="collinear"):
+        sketched_whitening(np.column_stack([A[:, 0], A[:, 0]]), 0)
+    r = sensitivity_regression(A, A @ np.ones(6) + rng.normal(size=5000), 20, 0, features="whitened")
+    assert r.features == "whitened" and np.isclose(r.probabilities.sum(), 1.0)

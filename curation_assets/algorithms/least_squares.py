@@ -34,7 +34,31 @@ from .sampling import WeightedSample, sample_with_replacement
 from .sensitivity import balanced_lambda, check_z, sampling_probabilities, sensitivity_scores
 from .validation import as_embedding_matrix, check_whole_number
 
-FEATURES = ("A", "Ab")
+FEATURES = ("A", "Ab", "whitened")
+
+
+def sketched_whitening(A, seed: int, rows: int | None = None) -> np.ndarray:
+    """A R^-1 with R from the QR of a CountSketch S A (each row of A added, with a random sign, to
+    one of `rows` buckets; default min(n, max(4 d^2, 20 d))). When S is a subspace embedding,
+    A R^-1 has orthonormal-like columns: its squared row norms approximate the leverage scores and
+    Euclidean distances in it are the Mahalanobis distances in which a residual a x - b is equally
+    Hoelder in every direction of x. Costs one pass over A plus a triangular solve (n d^2)."""
+    A = np.asarray(A, dtype=np.float64)
+    n, d = A.shape
+    rows = min(n, max(4 * d * d, 20 * d)) if rows is None else int(rows)
+    if rows >= n:
+        SA = A
+    else:
+        rng = np.random.default_rng([int(seed) % (2**63), 2])
+        SA = np.zeros((rows, d))
+        np.add.at(SA, rng.integers(0, rows, n), A * rng.choice([-1.0, 1.0], n)[:, None])
+    R = np.linalg.qr(SA, mode="r")
+    diag = np.abs(np.diag(R))
+    if diag.min() <= 1e-12 * max(diag.max(), 1e-300):
+        raise ValueError("A: its columns are (numerically) dependent; drop or combine the collinear columns")
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(R, A.T, trans="T").T
 
 
 # ------------------------------------------------------------------------------------------
@@ -268,7 +292,8 @@ def sensitivity_regression(
     every label, which removes the point of sampling when labels (or per-row loss evaluations)
     are the expensive part, and leverage scores also use A only. So the default compares like
     with like: labels are read on the pilot, the k representatives and the m sampled rows only.
-    features="Ab" is there to measure what reading all labels would buy.
+    features="Ab" is there to measure what reading all labels would buy. features="whitened"
+    clusters A R^-1 (`sketched_whitening`): the geometry in which leverage is a plain norm.
 
     Inferences: the method looks at (a_i, b_i) for |pilot U representatives| <= proxy_size + k
     rows beyond the clustering (`n_inferences`), then the m sampled rows for the final fit.
@@ -296,7 +321,7 @@ def sensitivity_regression(
         raise ValueError(f"proxy_size: {proxy_size} is larger than the number of rows ({n})")
 
     # 1. clustering
-    emb = A if features == "A" else np.column_stack([A, b])
+    emb = A if features == "A" else np.column_stack([A, b]) if features == "Ab" else sketched_whitening(A, seed)
     if standardize:
         sd = emb.std(axis=0)
         sd[sd == 0] = 1.0

@@ -25,8 +25,11 @@ def embedding_table(ids, matrix: np.ndarray) -> pa.Table:
 def embedding_matrix(column) -> np.ndarray:
     """(n, d) float32 from a fixed-size or variable list column (all rows the same length)."""
     if isinstance(column, pa.ChunkedArray) and pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
-        # Stream each chunk's values into one preallocated array: one copy, no concatenation.
         d = column.type.list_size
+        if column.num_chunks == 1 and pa.types.is_float32(column.type.value_type):
+            # One chunk of float32 (a shard read back from its file): a read-only view, no copy.
+            return column.chunk(0).flatten().to_numpy().reshape(-1, d)
+        # Stream each chunk's values into one preallocated array: one copy, no concatenation.
         out = np.empty((len(column), d), dtype=np.float32)
         row = 0
         for chunk in column.chunks:
@@ -52,3 +55,21 @@ def embedding_matrix(column) -> np.ndarray:
 def sort_by_id(table: pa.Table, column: str = "example_id") -> pa.Table:
     """A canonical row order, independent of how shards were listed or written."""
     return table.sort_by([(column, "ascending")])
+
+
+def subset_rows(table: pa.Table) -> pa.Table:
+    """The subset's rows in the export's column types, with their stored position (a tie-break
+    for repeated ids). balanced_subset calls its cluster `leaf_cluster`."""
+    n = table.num_rows
+    names = table.column_names
+    cluster = "cluster_id" if "cluster_id" in names else "leaf_cluster" if "leaf_cluster" in names else None
+    col = lambda name, typ: (table.column(name).cast(typ) if name in names  # noqa: E731
+                             else pa.nulls(n, typ))
+    return pa.table({
+        "example_id": table.column("example_id").cast(pa.string()),
+        "weight": table.column("weight").cast(pa.float64()),
+        "draws": col("draws", pa.int64()),
+        "probability": col("probability", pa.float64()),
+        "cluster_id": table.column(cluster).cast(pa.int32()) if cluster else pa.nulls(n, pa.int32()),
+        "pos": pa.array(np.arange(n, dtype=np.int64)),
+    })

@@ -80,11 +80,22 @@ def _write_error(exc: Exception, where) -> OSError:
                    f"store: could not write {where} ({reason}); the stored data there is unchanged")
 
 
-def _parquet_options(compression: str) -> dict:
-    # Uncompressed (float) data gains nothing from dictionary pages or min/max statistics,
-    # and skipping both writes embeddings ~1.6x faster.
-    plain = compression == "none"
-    return {"compression": compression, "use_dictionary": not plain, "write_statistics": not plain}
+def _is_vector(field: pa.Field) -> bool:
+    t = field.type
+    return (pa.types.is_fixed_size_list(t) or pa.types.is_list(t)) and pa.types.is_floating(t.value_type)
+
+
+def _parquet_options(compression: str, schema: pa.Schema) -> dict:
+    # Float vectors barely compress: stored plain (no codec, dictionary pages or min/max
+    # statistics) they write ~2x and read ~2.5x faster, whatever codec the other columns get; and
+    # version-2 data pages (which DuckDB and pyarrow read) decode a list column ~2x faster again.
+    plain = [f.name for f in schema if compression == "none" or _is_vector(f)]
+    if not plain:
+        return {"compression": compression}
+    rest = [f.name for f in schema if f.name not in plain]
+    return {"compression": {**{c: compression for c in rest}, **{c: "none" for c in plain}},
+            "use_dictionary": rest, "write_statistics": rest,
+            "data_page_version": "2.0" if any(_is_vector(f) for f in schema) else "1.0"}
 
 
 def atomic_write(path: Path, fill: Callable[[Path], object]) -> None:
@@ -100,7 +111,7 @@ def atomic_write(path: Path, fill: Callable[[Path], object]) -> None:
 
 
 def atomic_write_parquet(table: pa.Table, path: Path, *, compression: str = "zstd") -> None:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **_parquet_options(compression)))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, **_parquet_options(compression, table.schema)))
 
 
 def upload_whole(location: ObjectLocation, path: str, data) -> None:
@@ -114,7 +125,7 @@ def upload_whole(location: ObjectLocation, path: str, data) -> None:
 
 def parquet_bytes(table: pa.Table, compression: str = "zstd") -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **_parquet_options(compression))
+    pq.write_table(table, sink, **_parquet_options(compression, table.schema))
     return sink.getvalue()
 
 

@@ -39,8 +39,12 @@ def encode_with_progress(embedder: SentenceEmbedder, texts: list[str], label: st
 )
 def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
-    raw = store.read("raw_examples", [shard])
+    # Read only what this shard needs: its vectors when the source carries them, else its texts.
+    stored = store.schema("raw_examples", shard).names
+    raw = store.read("raw_examples", [shard], columns=["example_id", "embedding" if "embedding" in stored else "text"])
     precomputed = "embedding" in raw.column_names and raw.column("embedding").null_count == 0
+    if "embedding" in raw.column_names and not precomputed:  # some rows lack a vector: embed every text
+        raw = store.read("raw_examples", [shard], columns=["example_id", "text"])
     provenance = lineage.expected(store, "embeddings", shard, [shard], None,
                                   embedder=lineage.embedder_identity(embedder, precomputed), run=context.run.run_id)
     start = time.perf_counter()

@@ -15,11 +15,12 @@ from ..shard_admission import ADMITTED_TAG, Admission, current_shards
 
 
 def content_hash(table: pa.Table) -> str:
-    """md5 of the shard's rows as Arrow IPC: equal data, equal hash, whatever the source."""
+    """sha256 (hardware-accelerated on current CPUs, ~3x md5) of the shard's rows as Arrow IPC: equal
+    data, equal hash, whatever the source."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table.combine_chunks())
-    return hashlib.md5(memoryview(sink.getvalue())).hexdigest()[:16]
+    return hashlib.sha256(memoryview(sink.getvalue())).hexdigest()[:16]
 
 
 def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:

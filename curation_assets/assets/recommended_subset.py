@@ -21,6 +21,7 @@ from resources.storage import CurationStore
 
 from .. import lineage
 from ..algorithms.recommendation import TYPICAL_BELOW, Recommendation, default_method, recommend
+from ..arrays import subset_rows
 from ..plots import markdown_table
 from .baseline_subsets import BASELINE_ASSETS
 from .cluster_assignments import load_centroids
@@ -126,20 +127,16 @@ def recommended_subset(context: AssetExecutionContext, config: RecommendationCon
                          "test_standard_error": test_se})
     version = store.latest_version(chosen)
     table = store.read_version(chosen, version)
-    rows = pa.table({
-        "example_id": table.column("example_id").cast(pa.string()),
-        "weight": table.column("weight").cast(pa.float64()),
-        "probability": table.column("probability").cast(pa.float64()) if "probability" in table.column_names
-        else pa.nulls(table.num_rows, pa.float64()),
-        "draws": table.column("draws").cast(pa.int64()),
-        "cluster_id": table.column("cluster_id" if "cluster_id" in table.column_names else "leaf_cluster").cast(pa.int32()),
-        "budget": pa.array(np.full(table.num_rows, m, dtype=np.int64)),
-        "method": pa.array([stored[chosen] or sampling] * table.num_rows, pa.string()),
-        "source_subset": pa.array([chosen] * table.num_rows, pa.string()),
-        "source_version": pa.array([version] * table.num_rows, pa.string()),
-        "reason": pa.array([reason] * table.num_rows, pa.string()),
-        "run": pa.array([context.run.run_id] * table.num_rows, pa.string()),
-    })
+    rows, n_rows = subset_rows(table).drop_columns(["pos"]), table.num_rows
+    for name, values in {
+        "budget": pa.array(np.full(n_rows, m, dtype=np.int64)),
+        "method": pa.array([stored[chosen] or sampling] * n_rows, pa.string()),
+        "source_subset": pa.array([chosen] * n_rows, pa.string()),
+        "source_version": pa.array([version] * n_rows, pa.string()),
+        "reason": pa.array([reason] * n_rows, pa.string()),
+        "run": pa.array([context.run.run_id] * n_rows, pa.string()),
+    }.items():
+        rows = rows.append_column(name, values)
     store.write_version("recommended_subset", rows, version_name(context.run.run_id), provenance=provenance)
     context.log.info(f"recommended_subset: {chosen} ({reason})")
     return MaterializeResult(metadata={

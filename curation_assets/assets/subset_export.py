@@ -17,6 +17,7 @@ from pydantic import Field
 
 from resources.storage import CurationStore, parquet_bytes
 
+from ..arrays import subset_rows
 from ..plots import markdown_table
 
 # The versioned subset assets. `subset` must be one of these: it names a table and a file, so it
@@ -56,24 +57,6 @@ def check_subset(name: str) -> str:
     return name
 
 
-def _subset_rows(table: pa.Table) -> pa.Table:
-    """The subset's rows in the export's column types, with their stored position (a tie-break
-    for repeated ids). balanced_subset calls its cluster `leaf_cluster`."""
-    n = table.num_rows
-    names = table.column_names
-    cluster = "cluster_id" if "cluster_id" in names else "leaf_cluster" if "leaf_cluster" in names else None
-    col = lambda name, typ: (table.column(name).cast(typ) if name in names  # noqa: E731
-                             else pa.nulls(n, typ))
-    return pa.table({
-        "example_id": table.column("example_id").cast(pa.string()),
-        "weight": table.column("weight").cast(pa.float64()),
-        "draws": col("draws", pa.int64()),
-        "probability": col("probability", pa.float64()),
-        "cluster_id": table.column(cluster).cast(pa.int32()) if cluster else pa.nulls(n, pa.int32()),
-        "pos": pa.array(np.arange(n, dtype=np.int64)),
-    })
-
-
 JOIN_SQL = """
 SELECT s.example_id, r.text, CAST(r.label AS VARCHAR) AS label, s.weight, s.draws, s.probability,
        s.cluster_id, r.example_id IS NULL AS missing
@@ -92,7 +75,7 @@ def export_table(store: CurationStore, subset: str) -> tuple[pa.Table, pa.Table,
     check_subset(subset)
     version = store.latest_version(subset)
     stored = store.read_version(subset, version)
-    rows = _subset_rows(stored)
+    rows = subset_rows(stored)
     with store.connect() as con:
         # The subset is registered from the version read above (not the view), so the rows and
         # the recorded version agree even if a new version lands meanwhile.

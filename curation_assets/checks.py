@@ -4,11 +4,13 @@
 from math import exp, lgamma
 
 import numpy as np
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+import pyarrow as pa
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from resources.drift_policy import DriftPolicy
 from resources.storage import CurationStore
 
+from .arrays import embedding_matrix
 from .plots import markdown_table
 
 
@@ -103,21 +105,42 @@ def cluster_assignments_drift(store: CurationStore, drift: DriftPolicy) -> Asset
 EMBEDDINGS_OK = "coalesce(list_bool_and(list_transform(embedding, lambda x: coalesce(isfinite(x), false))), false)"
 
 
+def stored_vector_report(store: CurationStore, shard: str | None) -> tuple[dict, int, int]:
+    """({dimension: rows} over every stored shard, vectors with NaN/inf or null, rows read): the
+    vectors of `shard` only, dimensions from the other shards' footers; every row if shard is None."""
+    if shard is None:
+        rows = store.query(
+            f"SELECT len(embedding) AS dimension, count(*) AS n, count(*) FILTER (WHERE NOT {EMBEDDINGS_OK}) AS bad "
+            "FROM embeddings GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).to_pylist()
+        dims = {r["dimension"]: r["n"] for r in rows}
+        return dims, sum(r["bad"] for r in rows), sum(dims.values())
+    dims = {}
+    for key in store.partitions("embeddings"):
+        t = store.schema("embeddings", key).field("embedding").type
+        if pa.types.is_fixed_size_list(t):
+            d = t.list_size
+        else:  # a variable-size list: its length is in the data
+            d = int(embedding_matrix(store.read("embeddings", [key], ["embedding"]).column("embedding")).shape[1])
+        dims[d] = dims.get(d, 0) + store.row_count("embeddings", key)
+    col = store.read("embeddings", [shard], ["embedding"]).column("embedding")
+    valid = col.drop_null() if col.null_count else col
+    return dims, col.null_count + int((~np.isfinite(embedding_matrix(valid)).all(axis=1)).sum()), len(col)
+
+
 @asset_check(asset="embeddings", blocking=True,
              description="Blocks downstream when a stored vector holds NaN/inf (or is null) or the vectors differ "
-                         "in dimension: k-means, distances and every weight built on them would be garbage. "
-                         "Checks every stored shard in one streamed DuckDB aggregate (the check context does "
-                         "not say which shard was just written).")
-def embeddings_are_finite_and_of_one_dimension(store: CurationStore) -> AssetCheckResult:
-    rows = store.query(
-        f"SELECT len(embedding) AS dimension, count(*) AS n, count(*) FILTER (WHERE NOT {EMBEDDINGS_OK}) AS bad "
-        "FROM embeddings GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).to_pylist()
-    dims = {r["dimension"]: r["n"] for r in rows}
-    non_finite = sum(r["bad"] for r in rows)
+                         "in dimension: k-means, distances and every weight built on them would be garbage. In a "
+                         "shard's run it reads that shard's vectors and every shard's dimension from the file "
+                         "footers (linear in the shards over a backfill); called alone it scans every stored row.")
+def embeddings_are_finite_and_of_one_dimension(context: AssetCheckExecutionContext,
+                                               store: CurationStore) -> AssetCheckResult:
+    shard = context.partition_key if context.has_partition_key else None
+    dims, non_finite, checked = stored_vector_report(store, shard)
     return AssetCheckResult(
-        passed=bool(rows) and non_finite == 0 and len(dims) == 1 and None not in dims,
-        metadata={"rows_checked": sum(dims.values()), "non_finite_vectors": int(non_finite),
+        passed=bool(dims) and non_finite == 0 and len(dims) == 1 and None not in dims,
+        metadata={"rows_checked": checked, "non_finite_vectors": int(non_finite),
+                  "scope": f"shard {shard} (dimensions: every shard)" if shard else "every stored row",
                   "dimensions": ", ".join(f"{d} ({n} rows)" for d, n in dims.items()) or "none stored"},
     )
 

@@ -17,9 +17,19 @@ Without any of this, pools are unlimited.
 """
 
 
+import os
+import sys
 from typing import Literal
 
 from dagster import ConfigurableResource
+
+# Device nodes a CUDA (NVIDIA), ROCm (AMD, which torch also calls "cuda") or WSL GPU driver creates.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def no_gpu_driver() -> bool:
+    """True when no GPU driver is visible, so torch (a ~2 s import) cannot see a GPU either."""
+    return not any(os.path.exists(node) for node in GPU_DEVICE_NODES)
 
 
 class ComputeDevice(ConfigurableResource):
@@ -28,10 +38,12 @@ class ComputeDevice(ConfigurableResource):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def torch_device(self) -> str:
-        import torch
-
         if self.device == "cpu":
             return "cpu"
+        if self.device == "auto" and "torch" not in sys.modules and no_gpu_driver():
+            return "cpu"
+        import torch
+
         if torch.cuda.is_available():
             return "cuda"
         if self.device == "cuda":

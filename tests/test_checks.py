@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, build_asset_check_context, materialize
 
 from conftest import make_resources, write_examples
 from curation_assets.arrays import embedding_column
@@ -17,6 +17,7 @@ from curation_assets.checks import (
     all_checks,
     embeddings_are_finite_and_of_one_dimension,
     largest_cluster_share_is_bounded,
+    stored_vector_report,
     subset_covers_clusters,
     subset_size_is_as_asked,
 )
@@ -74,7 +75,9 @@ def test_every_new_check_ran_in_the_pipeline_and_passed(good):
     for name in NEW:
         assert evaluations[name].passed, (name, _md(evaluations[name]))
     emb = _md(evaluations["embeddings_are_finite_and_of_one_dimension"])
-    assert (emb["rows_checked"], emb["non_finite_vectors"], emb["dimensions"]) == (60, 0, "8 (60 rows)")
+    # in a shard's run: that shard's 30 vectors, and every stored shard's dimension
+    assert (emb["rows_checked"], emb["non_finite_vectors"], emb["dimensions"]) == (30, 0, "8 (60 rows)")
+    assert emb["scope"].startswith("shard ")
     size = _md(evaluations["subset_size_is_as_asked"])
     assert (size["budget"], size["draws"], size["sampling"]) == (12, 12, "stratified")  # the default sampler
     assert {c.check_key.name for c in all_checks} >= set(NEW)
@@ -84,24 +87,35 @@ def test_every_new_check_ran_in_the_pipeline_and_passed(good):
 
 def test_checks_can_be_called_directly_on_the_good_store(good):
     store = good[1]
-    for check in (embeddings_are_finite_and_of_one_dimension, largest_cluster_share_is_bounded,
-                  subset_size_is_as_asked, subset_covers_clusters):
+    assert embeddings_are_finite_and_of_one_dimension(build_asset_check_context(), store=store).passed
+    for check in (largest_cluster_share_is_bounded, subset_size_is_as_asked, subset_covers_clusters):
         result = check(store=store)
         assert result.passed, (check.check_key.name, _md(result))
 
 
-def test_non_finite_vector_fails_and_blocks_downstream(good, tmp_path):
+def test_non_finite_vector_fails_called_alone_and_in_its_shards_run(good, tmp_path):
     _, _, source, _ = good
     store = _copy(good, tmp_path)
     t = store.read("embeddings", ["b"])
     vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
     vecs[3, 5], vecs[7, 0] = np.nan, np.inf
     store.write("embeddings", t.set_column(1, "embedding", embedding_column(vecs)), "b")
-    result = embeddings_are_finite_and_of_one_dimension(store=store)
+    result = embeddings_are_finite_and_of_one_dimension(build_asset_check_context(), store=store)
     assert not result.passed and _md(result)["non_finite_vectors"] == 2
+    assert _md(result)["scope"] == "every stored row"
+    # what a run for one shard reads: that shard's vectors, every shard's dimension
+    assert stored_vector_report(store, "b") == ({8: 60}, 2, 30)
+    assert stored_vector_report(store, "a") == ({8: 60}, 0, 30)
 
-    # Re-materialising shard a (its vectors are fine) checks every stored row, sees shard b's, and
-    # the blocking failure keeps cluster_assignments[a] from running.
+
+def test_a_shard_of_another_dimension_blocks_downstream(good, tmp_path):
+    """Re-materialising shard a (its vectors are fine) reads every shard's dimension from its
+    footer, sees shard b's 9-d vectors, and the blocking failure keeps cluster_assignments[a]
+    from running."""
+    _, _, source, _ = good
+    store = _copy(good, tmp_path)
+    t = store.read("embeddings", ["b"])
+    store.write("embeddings", t.set_column(1, "embedding", embedding_column(np.ones((t.num_rows, 9), np.float32))), "b")
     before = store.read("cluster_assignments", ["a"])
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("shards", ["a", "b"])
@@ -110,6 +124,7 @@ def test_non_finite_vector_fails_and_blocks_downstream(good, tmp_path):
                           raise_on_error=False)
     evals = {e.check_name: e for e in run.get_asset_check_evaluations()}
     assert not evals["embeddings_are_finite_and_of_one_dimension"].passed
+    assert _md(evals["embeddings_are_finite_and_of_one_dimension"])["dimensions"] == "8 (30 rows), 9 (30 rows)"
     assert [m.asset_key.path[-1] for m in run.get_asset_materialization_events()] == ["embeddings"]
     assert not run.success
     started = [e.step_key for e in run.all_events if e.event_type_value == "STEP_START"]
@@ -124,7 +139,7 @@ def test_mixed_dimensions_fail(good, tmp_path):
     t = store.read("embeddings", ["b"])
     wider = np.ones((t.num_rows, 9), dtype=np.float32)
     store.write("embeddings", t.set_column(1, "embedding", embedding_column(wider)), "b")
-    result = embeddings_are_finite_and_of_one_dimension(store=store)
+    result = embeddings_are_finite_and_of_one_dimension(build_asset_check_context(), store=store)
     assert not result.passed and _md(result)["non_finite_vectors"] == 0
     assert _md(result)["dimensions"] == "8 (30 rows), 9 (30 rows)"
 

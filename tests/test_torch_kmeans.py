@@ -168,3 +168,18 @@ def test_gpu_check_cpu_dry_run_exits_0():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "PASS" in done.stdout and "FAIL" not in done.stdout
     assert time.perf_counter() - start < 60
+
+
+def test_auto_device_without_a_gpu_driver_does_not_import_torch():
+    """auto on a machine with no GPU driver answers CPU without a ~2 s torch import; with a driver
+    present (a GPU machine) it asks torch."""
+    from resources.compute_device import no_gpu_driver
+
+    code = ("import sys; from resources.compute_device import ComputeDevice; "
+            "print(ComputeDevice().kmeans_backend(), ComputeDevice().torch_device(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1])).stdout.strip()
+    if no_gpu_driver():
+        assert out == "('faiss', 'cpu') cpu False"
+    else:
+        assert out.endswith("True")

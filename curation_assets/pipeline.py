@@ -180,11 +180,12 @@ def run_pipeline(
     source, store = resources["source"], resources["store"]
     policy = resources.get("drift") or DriftPolicy()
     shard_keys = source.list_shards()
+    # The instance must serve this store (one line if it serves another) before anything is staged.
+    claim_instance(instance, store)
     # Nothing is registered, retired or written before every shard to (re)load fits the store.
     loading = list(shard_keys) if force else stale_partitions("raw_examples", store, shard_keys, config, resources,
                                                                  policy)
-    admit(source, store, loading, shard_keys)
-    claim_instance(instance, store)
+    admit(source, store, loading, shard_keys, stage=True)
     retired = retire_removed(store, shard_keys)
     added, removed = sync_shards(instance, shard_keys)
     log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(loading)} to load, "
@@ -217,4 +218,6 @@ def run_pipeline(
             log(f"materialized {op}" + (f" [{key}]" if key else "") + f" (run {result.run_id[:8]})")
         if op in lineage.PARTITIONED and len(keys) < len(shard_keys):
             log(f"{op}: {len(shard_keys) - len(keys)} shard(s) current, skipped")
+    if store.stages:
+        store.clear_staged()  # what admit() staged is promoted by now; nothing else may linger
     return results

@@ -39,6 +39,7 @@ _PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*\Z")
 UNPARTITIONED = "_all"
 # Hidden folder (no view reads it) holding the files of shards that left the source, by date.
 RETIRED = ".retired"
+STAGING = ".staging"
 # Parquet footer key under which each file records what it was computed from (see lineage.py).
 PROVENANCE_KEY = b"curation.provenance"
 
@@ -309,6 +310,50 @@ class CurationStore(ConfigurableResource):
         path = Path(path)
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
         return path
+
+    # ---- staging: validated before written, read once ---------------------------------------
+    def _staged_file(self, name: str, partition: str) -> str:
+        return f"{self._base()}/{STAGING}/{_check_name(name)}/{check_partition_key(partition)}.parquet"
+
+    @property
+    def stages(self) -> bool:
+        """Whether staging pays: on disk a promotion is a rename; on object storage it would be a
+        copy of the file, no cheaper than writing it again."""
+        return not self.is_remote
+
+    def stage(self, name: str, table: pa.Table, partition: str, *, provenance: dict | None = None) -> None:
+        """Write a partition beside the store (`.staging/`, outside every view) for `promote` to move
+        into place later: a run can validate every shard before writing any, and still read each once."""
+        self._put_table(_with_provenance(table, provenance), self._staged_file(name, partition))
+
+    def staged_provenance(self, name: str, partition: str) -> dict | None:
+        path = self._staged_file(name, partition)
+        if not self._is_file(path):
+            return None
+        raw = (pq.read_schema(path, filesystem=self._filesystem()).metadata or {}).get(PROVENANCE_KEY)
+        return json.loads(raw) if raw else {}
+
+    def promote(self, name: str, partition: str) -> Path | str:
+        """Move a staged partition over the stored one (a rename on disk, a move on object storage:
+        the view sees the old file or the new one, never a mix) and refresh the view."""
+        src, dst = self._staged_file(name, partition), self._file(name, partition)
+        try:
+            if self._remote:
+                self._filesystem().move(src, dst)
+            else:
+                Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+                _fsync_folder(Path(dst).parent)
+        except OSError as exc:
+            raise _write_error(exc, self._public(dst)) from exc
+        self._create_view(name, self._source_sql(name))
+        return self._public(dst)
+
+    def clear_staged(self) -> None:
+        """Drop whatever a run staged and did not promote (a failed or killed run)."""
+        fs, path = self._filesystem(), f"{self._base()}/{STAGING}"
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            fs.delete_dir(path)
 
     # ---- retirement -----------------------------------------------------------------------
     @property

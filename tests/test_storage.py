@@ -32,6 +32,37 @@ def test_views_follow_partitions_and_versions(store):
         store.write_version("sensitivity_subset", pa.table({"example_id": ["x"], "run": ["r3"]}), "v2")
 
 
+def test_a_staged_partition_is_invisible_until_promoted(store):
+    store.write("raw_examples", pa.table({"example_id": ["a"], "shard": ["s1"]}), "s1")
+    staged = pa.table({"example_id": ["b", "c"], "shard": ["s1", "s1"]})
+    store.stage("raw_examples", staged, "s1", provenance={"source": "f1"})
+    store.stage("raw_examples", pa.table({"example_id": ["d"], "shard": ["s2"]}), "s2")
+    assert store.query("SELECT example_id FROM raw_examples").column("example_id").to_pylist() == ["a"]
+    assert store.partitions("raw_examples") == ["s1"] and store.asset_names() == ["raw_examples"]
+    assert store.staged_provenance("raw_examples", "s1") == {"source": "f1"}
+    assert store.staged_provenance("raw_examples", "s3") is None
+    store.promote("raw_examples", "s1")
+    with duckdb.connect(str(store.db_path), read_only=True) as con:
+        assert sorted(con.execute("SELECT example_id FROM raw_examples").fetchall()) == [("b",), ("c",)]
+    assert store.provenance("raw_examples", "s1") == {"source": "f1"}
+    assert store.staged_provenance("raw_examples", "s1") is None  # moved, not copied
+    store.clear_staged()
+    assert store.staged_provenance("raw_examples", "s2") is None and store.partitions("raw_examples") == ["s1"]
+
+
+def test_float_vectors_are_stored_plain_with_version_2_pages(store):
+    import pyarrow.parquet as pq
+
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.float32)), 4)
+    path = store.write("embeddings", pa.table({"example_id": ["a", "b", "c"], "embedding": vec}), "s1")
+    meta = pq.ParquetFile(path).metadata
+    codecs = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).compression
+              for i in range(meta.num_columns)}
+    assert codecs == {"example_id": "ZSTD", "embedding.list.element": "UNCOMPRESSED"}
+    assert store.read("embeddings", ["s1"]).column("embedding").combine_chunks().equals(vec)
+    assert store.query("SELECT embedding[2] AS x FROM embeddings ORDER BY example_id").column("x").to_pylist() == [1, 5, 9]
+
+
 def test_sensitivities_view_normalises_over_all_shards(store):
     store.write("sensitivities", pa.table({"example_id": ["a", "b"], "sensitivity": [1.0, 3.0]}), "s1")
     store.write("sensitivities", pa.table({"example_id": ["c"], "sensitivity": [4.0]}), "s2")

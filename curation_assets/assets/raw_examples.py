@@ -1,6 +1,5 @@
 
 import collections
-import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,21 +10,7 @@ from resources.storage import CurationStore
 
 from ..partitions import shards
 from ..plots import histogram, markdown_table
-from ..shard_admission import ADMITTED_TAG, Admission, current_shards
-
-
-def content_hash(table: pa.Table) -> str:
-    """sha256 (hardware-accelerated on current CPUs, ~3x md5) of the shard's rows as Arrow IPC: equal
-    data, equal hash, whatever the source."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return hashlib.sha256(memoryview(sink.getvalue())).hexdigest()[:16]
-
-
-def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:
-    return {"config": None, "inputs": {}, "source": source.shard_fingerprint(shard),
-            "content": content_hash(table), "precomputed": "embedding" in table.column_names}
+from ..shard_admission import ADMITTED_TAG, Admission, current_shards, raw_provenance, take_staged
 
 
 @asset(
@@ -36,13 +21,19 @@ def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:
 )
 def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: CurationStore) -> MaterializeResult:
     shard = context.partition_key
-    table = source.load_shard(shard)  # validates ids, texts, labels, vectors; raises before any write
-    # ... and against the other registered shards whose stored rows are current (stale ones are
-    # reloaded, and checked with this one, by the run that planned them: shard_admission.admit)
-    if context.run.tags.get(ADMITTED_TAG) != "1":  # a run the pipeline planned was admitted as a whole
-        others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
-        Admission(source, store, current_shards(source, store, others)).check(shard, table)
-    store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
+    admitted = context.run.tags.get(ADMITTED_TAG) == "1"  # a run the pipeline planned was admitted as a whole
+    if admitted and take_staged(source, store, shard):  # admit() loaded, checked and staged it: moved in place
+        precomputed = "embedding" in store.schema("raw_examples", shard).names
+        table = store.read("raw_examples", [shard], columns=["example_id", "text", "label"])
+    else:
+        table = source.load_shard(shard)  # validates ids, texts, labels, vectors; raises before any write
+        # ... and against the other registered shards whose stored rows are current (stale ones are
+        # reloaded, and checked with this one, by the run that planned them: shard_admission.admit)
+        if not admitted:
+            others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
+            Admission(source, store, current_shards(source, store, others)).check(shard, table)
+        precomputed = "embedding" in table.column_names
+        store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
 
     labels = table.column("label")
     counts = collections.Counter(x for x in labels.to_pylist() if x is not None)
@@ -51,7 +42,7 @@ def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: C
         "dagster/row_count": table.num_rows,
         "source": source.kind,
         "labelled_rows": table.num_rows - labels.null_count,
-        "precomputed_embeddings": "embedding" in table.column_names,
+        "precomputed_embeddings": precomputed,
         "mean_text_chars": float(lengths.mean()),
         "labels": MetadataValue.md(markdown_table(["label", "count"], sorted(counts.items()))) if counts else "none",
         "text_length": histogram(lengths, f"text length, shard {shard}", "characters"),

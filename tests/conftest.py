@@ -22,6 +22,30 @@ from curation_assets.definitions import default_resources  # noqa: E402
 from resources import CurationStore, ExampleSource  # noqa: E402
 
 
+# What each test module needs beyond numpy, faiss and torch, so `-m` can leave it out. The fast
+# command (README) is `pytest -m "not (graph or ui or s3 or k8s or postgres)"`.
+KINDS = {
+    "graph": {"test_backfill", "test_bad_inputs", "test_checks", "test_cli", "test_drift_and_refresh",
+              "test_evaluation", "test_faults", "test_hierarchical_assets", "test_incremental", "test_pipeline_e2e",
+              "test_progress", "test_properties", "test_sources_and_sensor", "test_store_follows_source",
+              "test_subset_export", "test_user_scorer"},  # runs Dagster materialisations or `curate`
+    "ui": {"test_ui"},  # a browser against dagster-webserver
+    "s3": {"test_object_storage"},  # an S3 server
+    "k8s": {"test_k8s_executor"},  # the Kubernetes executor's job specs
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        for kind, modules in KINDS.items():
+            if module in modules:
+                item.add_marker(kind)
+        params = getattr(item, "callspec", None)
+        if params is not None and params.params.get("instance_storage") == "postgres":
+            item.add_marker("postgres")  # a PostgreSQL server
+
+
 @pytest.fixture
 def instance():
     with DagsterInstance.ephemeral() as inst:

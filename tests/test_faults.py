@@ -28,7 +28,8 @@ def _pipeline(db: str, inbox: str, kill_after_write: int | None = None) -> None:
     """Child process: the graph (core and extras, no evaluation) on a `files` source of
     precomputed vectors. The instance is in memory (what is under test is the store; a new SQLite
     instance per run costs seconds). `kill_after_write=i`: SIGKILL itself the moment its i-th
-    data file is renamed into place, the one point between two writes a timer is least likely to hit."""
+    data file is written (renamed into place, a staged shard included), the one point between two
+    writes a timer is least likely to hit."""
     from dagster import DagsterInstance
 
     if kill_after_write is not None:
@@ -36,7 +37,9 @@ def _pipeline(db: str, inbox: str, kill_after_write: int | None = None) -> None:
 
         def replace_then_die(src, dst, *a, **kw):
             replace(src, dst, *a, **kw)
-            if _is_data_file(Path(dst)):
+            # a data file written (temporary file renamed into place); moving a staged shard into
+            # the store adds no file, so it is not counted (random kills land there too)
+            if _is_data_file(Path(dst)) and str(src).endswith(".tmp"):
                 done.append(dst)
                 if len(done) == kill_after_write:
                     os.kill(os.getpid(), signal.SIGKILL)

@@ -143,10 +143,11 @@ def _run(args) -> int:
         "any_value(budget) AS budget FROM sensitivity_subset"
     ).to_pylist()[0]
     n = store.query("SELECT count(*) AS n FROM raw_examples").column("n")[0].as_py()
+    k = store.query("SELECT count(*) AS k FROM centroids").column("k")[0].as_py()
     print(
         f"\nDone in {seconds:.1f}s. sensitivity_subset: {summary['rows']} distinct examples "
         f"(budget {summary['budget']} draws) of {n}, weights sum to {summary['weight_sum']:.1f}, "
-        f"{summary['clusters']} clusters covered.\n"
+        f"{summary['clusters']} of {k} clusters covered.\n"
         + _recommendation_line(store)
         + f"Query it: {query_hint(store)}"
     )

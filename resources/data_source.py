@@ -323,7 +323,8 @@ class ExampleSource(ConfigurableResource):
                     dups.append(i)
                 seen.add(i)
             raise ValueError(
-                f"source.id_column={self.id_column!r}: duplicate ids in {where}: {sorted(set(dups))[:5]}"
+                f"source.id_column={self.id_column!r}: duplicate ids in {where}: {sorted(set(dups))[:5]}; "
+                "every example needs its own id (drop or merge the repeated rows, or name another id column)"
             )
         cols = {"example_id": ids}
         if "text" in raw.column_names:

@@ -337,15 +337,7 @@ class CurationStore(ConfigurableResource):
         """Move a staged partition over the stored one (a rename on disk, a move on object storage:
         the view sees the old file or the new one, never a mix) and refresh the view."""
         src, dst = self._staged_file(name, partition), self._file(name, partition)
-        try:
-            if self._remote:
-                self._filesystem().move(src, dst)
-            else:
-                Path(dst).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-                _fsync_folder(Path(dst).parent)
-        except OSError as exc:
-            raise _write_error(exc, self._public(dst)) from exc
+        self._move(src, dst, where=dst)
         self._create_view(name, self._source_sql(name))
         return self._public(dst)
 
@@ -374,6 +366,12 @@ class CurationStore(ConfigurableResource):
         """
         src = self._file(name, partition)
         dst = f"{self.retired_root}/{check_partition_key(stamp)}/{_check_name(name)}/{check_partition_key(partition)}.parquet"
+        self._move(src, dst, where=src)
+        return self._public(dst)
+
+    def _move(self, src: str, dst: str, *, where: str) -> None:
+        """Move one file: a durable rename on disk (both folders fsynced), a move on object
+        storage; an OSError becomes one line naming `where`."""
         try:
             if self._remote:
                 self._filesystem().move(src, dst)
@@ -383,8 +381,7 @@ class CurationStore(ConfigurableResource):
                 _fsync_folder(Path(src).parent)
                 _fsync_folder(Path(dst).parent)
         except OSError as exc:
-            raise _write_error(exc, self._public(src)) from exc
-        return self._public(dst)
+            raise _write_error(exc, self._public(where)) from exc
 
     def file_exists(self, name: str, filename: str) -> bool:
         """Whether the side file `filename` of asset `name` is stored."""

@@ -14,9 +14,6 @@ from .instance import ensure_store_home, keep_matplotlib_cache_out_of_home
 DEFAULT_DATABASE = "data/curation.duckdb"
 UI_STOP_GRACE_S = 6.0  # after a stop signal, how long dagster dev may take before it is killed
 
-# Kept in step with definitions.PARTITIONED_ASSETS (a test checks) so `--help` needs no Dagster import.
-PARTITIONED_ASSETS = ("raw_examples", "embeddings", "cluster_assignments", "sensitivities")
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="curate", description=__doc__)
@@ -72,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Registers missing shards as partitions, then runs the selected per-shard assets for "
                     "each shard (one run per shard) with at most --max-concurrent runs at once.")
     bf.add_argument("--select", default="raw_examples,embeddings",
-                    help=f"comma-separated per-shard assets (default raw_examples,embeddings; "
-                         f"any of {', '.join(PARTITIONED_ASSETS)})")
+                    help="comma-separated assets partitioned by shard (default raw_examples,embeddings; "
+                         "a wrong name is answered with the list)")
     bf.add_argument("--shards", default=None, help="comma-separated shard keys (default: every shard of the source)")
     bf.add_argument("--max-concurrent", type=int, default=4, help="runs at once (default 4)")
     bf.add_argument("--executor", choices=["multiprocess", "in_process"], default="multiprocess",
@@ -246,7 +243,7 @@ def _backfill(args) -> int:
 
     from dagster import DagsterInstance
 
-    from .definitions import source_from_env, store_from_env
+    from .definitions import PARTITIONED_ASSETS, source_from_env, store_from_env
     from .instance import claim_instance
     from .pipeline import sync_shards
     from .shard_admission import admit, retire_removed

@@ -32,6 +32,7 @@ from dagster import Definitions, ExecutorDefinition, JobDefinition, define_asset
 from resources import ComputeDevice, CurationStore, ExampleSource, SentenceEmbedder
 from resources.drift_policy import DriftPolicy
 
+from . import graph
 from .assets import all_assets
 from .checks import all_checks
 from .schedules import daily_refresh, refit_on_drift, refresh_stale
@@ -57,11 +58,11 @@ EXECUTOR_ENV = "CURATION_EXECUTOR"
 K8S_GPUS_ENV = "CURATION_K8S_GPUS"
 ENV_VARS = (DATABASE_ENV, *SOURCE_ENV, EXECUTOR_ENV, K8S_GPUS_ENV)
 EXECUTORS = ("multiprocess", "in_process", "k8s")
-# The compute-heavy steps (op names = asset names): under k8s each gets its own pod with a GPU.
-GPU_STEPS = ("embeddings", "centroids", "cluster_assignments")
+# The steps that use the compute device or the embedder: under k8s each gets its own pod with a GPU.
+GPU_STEPS = graph.accelerated_ops()
 
 # Every asset partitioned by shard: the only ones a per-shard backfill may select.
-PARTITIONED_ASSETS = ("raw_examples", "embeddings", "cluster_assignments", "sensitivities")
+PARTITIONED_ASSETS = graph.partitioned_ops()
 BACKFILL_JOB = "backfill_shards"
 backfill_shards = define_asset_job(
     BACKFILL_JOB, selection=list(PARTITIONED_ASSETS),

@@ -11,7 +11,7 @@ the data (one atomic rename), so it can never describe data that is not there. A
 current when its stored record equals the one it would get now; the pipeline (and the daily
 schedule) recompute exactly the partitions that are not current, after their upstreams.
 
-Two global assets are tolerant of new shards: `centroids` and `representative_losses` stay
+Global assets tagged `curation/new-shards: kept` (`centroids`, `representative_losses`) stay
 current while every shard they were fit on is unchanged, so new data is assigned to the existing
 clusters instead of refitting them (drift past the configured threshold forces a refit).
 """
@@ -21,36 +21,11 @@ import json
 
 from resources.storage import CurationStore
 
-# Where each op stores what it makes (versioned assets keep one file per run). An op that writes
-# several files writes this one last: it carries the provenance that marks the op done, so a run
-# killed between the writes redoes the op instead of leaving it current with a file missing.
-STORED_AS = {
-    "subsets": ("sensitivity_subset", True),
-    "baseline_subsets": ("stratified_subset", True),
-    "balanced_subset": ("balanced_subset", True),
-    "recommended_subset": ("recommended_subset", True),
-}
+from . import graph
 
-# op -> {upstream op: "same" (the same shard), "all" (every shard), "global" (unpartitioned)}
-UPSTREAM: dict[str, dict[str, str]] = {
-    "raw_examples": {},
-    "embeddings": {"raw_examples": "same"},
-    "centroids": {"embeddings": "all"},
-    "hierarchical_centroids": {"embeddings": "all"},
-    "cluster_assignments": {"embeddings": "same", "centroids": "global"},
-    "representative_losses": {"cluster_assignments": "all", "raw_examples": "all"},
-    "sensitivities": {"cluster_assignments": "same", "representative_losses": "global"},
-    "subsets": {"sensitivities": "all"},
-    "balanced_subset": {"hierarchical_centroids": "global", "embeddings": "all"},
-    "baseline_subsets": {"subsets": "global", "cluster_assignments": "all"},
-    "subset_evaluation": {"subsets": "global", "baseline_subsets": "global", "balanced_subset": "global",
-                          "representative_losses": "global"},
-    "recommended_subset": {"subsets": "global", "baseline_subsets": "global", "balanced_subset": "global",
-                           "subset_evaluation": "global"},
-}
-PARTITIONED = {"raw_examples", "embeddings", "cluster_assignments", "sensitivities"}
-# Stay current when shards are added (not when a shard they were fit on changes).
-TOLERATES_NEW_SHARDS = {"centroids", "representative_losses"}
+# The graph itself (each op's upstream ops and how it reads them, which ops are per shard, which
+# keep their fit when shards are added, where each stores its provenance) is read from the asset
+# definitions: see graph.py.
 
 
 def digest(obj) -> str:
@@ -81,8 +56,9 @@ def shard_has_precomputed(store: CurationStore, shard: str) -> bool:
 
 
 def stored(store: CurationStore, op: str, partition: str | None = None) -> dict | None:
-    name, versioned = STORED_AS.get(op, (op, False))
-    return store.provenance(name, partition, versioned=versioned)
+    """The provenance `op` stored: its first asset's file (written last) carries it."""
+    node = graph.node(op)
+    return store.provenance(node.keys[0], partition, versioned=node.stored == "versioned")
 
 
 def token(store: CurationStore, op: str, partition: str | None = None) -> str | None:
@@ -98,7 +74,7 @@ def expected(store: CurationStore, op: str, partition: str | None, keys: list[st
              **extra) -> dict:
     """The provenance `op` gets when computed now from what is stored upstream."""
     inputs = {}
-    for upstream, how in UPSTREAM[op].items():
+    for upstream, how in graph.node(op).upstream.items():
         if how == "same":
             inputs[upstream] = token(store, upstream, partition)
         elif how == "all":
@@ -119,7 +95,7 @@ def last_config(store: CurationStore, keys: list[str], ops) -> dict:
     settings instead of falling back to the defaults."""
     out = {}
     for op in ops:
-        prov = stored(store, op, keys[0] if op in PARTITIONED and keys else None)
+        prov = stored(store, op, keys[0] if graph.node(op).partitioned and keys else None)
         if prov and prov.get("config_values") is not None:
             out[op] = {"config": prov["config_values"]}
     return out
@@ -134,11 +110,11 @@ def is_current(store: CurationStore, op: str, partition: str | None, keys: list[
     # not of what it was computed from.
     have = {k: v for k, v in have.items() if k != "run"}
     want = expected(store, op, partition, keys, config, **extra)
-    if op not in TOLERATES_NEW_SHARDS:
+    if not graph.node(op).keeps_fit_on_new_shards:
         return have == want
     if {k: v for k, v in have.items() if k != "inputs"} != {k: v for k, v in want.items() if k != "inputs"}:
         return False
-    for upstream, how in UPSTREAM[op].items():
+    for upstream, how in graph.node(op).upstream.items():
         old, new = have["inputs"].get(upstream), want["inputs"][upstream]
         if how != "all":
             if old != new:

@@ -14,63 +14,29 @@ from dagster import DagsterInstance, materialize
 from resources.drift_policy import DriftPolicy
 from resources.storage import CurationStore
 
-from . import lineage
-from .assets import (
-    all_assets,
-    baseline_subsets,
-    balanced_subset,
-    centroids,
-    cluster_assignments,
-    embeddings,
-    hierarchical_centroids,
-    raw_examples,
-    recommended_subset,
-    representative_losses,
-    sensitivities,
-    subset_evaluation,
-    subset_export,
-    subsets,
-)
-from .assets.centroids import CentroidsConfig
-from .assets.hierarchical import BalancedSubsetConfig, HierarchicalCentroidsConfig
-from .assets.recommended_subset import RecommendationConfig
-from .assets.representative_losses import RepresentativeLossConfig
-from .assets.sensitivities import SensitivityConfig
-from .assets.subset_evaluation import EvaluationConfig
-from .assets.subset_export import SubsetExportConfig, export_is_complete
-from .assets.subsets import SubsetConfig
+from . import graph, lineage
+from .assets import all_assets
+from .assets.subset_export import export_is_complete
 from .checks import all_checks
 from .instance import claim_instance
 from .partitions import shards
 from .shard_admission import ADMITTED_TAG, admit, current_shards, retire_removed
 
-ALL_ASSETS = all_assets
-
-# Dependency order. The core graph is bounded in memory; the extras hold every embedding.
-CORE = [raw_examples, embeddings, centroids, cluster_assignments, representative_losses, sensitivities, subsets]
-EXTRAS = [hierarchical_centroids, balanced_subset, baseline_subsets]
-EVALUATION = [subset_evaluation]
-DELIVERY = [recommended_subset, subset_export]  # after the evaluation, whose evidence picks the subset
-CONFIG_CLASSES = {
-    "centroids": CentroidsConfig, "representative_losses": RepresentativeLossConfig,
-    "sensitivities": SensitivityConfig, "subsets": SubsetConfig, "subset_evaluation": EvaluationConfig,
-    "hierarchical_centroids": HierarchicalCentroidsConfig, "balanced_subset": BalancedSubsetConfig,
-    "subset_export": SubsetExportConfig, "recommended_subset": RecommendationConfig,
-}
+# The asset groups each kind of run builds (graph.py reads the group off each asset). The core
+# is bounded in memory; the baselines hold every embedding; delivery picks from the baselines.
+CORE_GROUPS = ("curation",)
+EXTRA_GROUPS = ("baselines", "delivery")
+EVALUATION_GROUPS = ("evaluation",)
 
 
-def pipeline_order(extras: bool, evaluate: bool) -> list:
-    """The assets a run materialises, in dependency order."""
-    return CORE + (EXTRAS if extras else []) + (EVALUATION if evaluate else []) + (DELIVERY if extras else [])
-
-
-def _op(asset) -> str:
-    return asset.node_def.name
+def pipeline_order(extras: bool, evaluate: bool) -> list[str]:
+    """The ops a run materialises, in dependency order."""
+    return graph.ops(CORE_GROUPS + (EXTRA_GROUPS if extras else ()) + (EVALUATION_GROUPS if evaluate else ()))
 
 
 def config_object(op: str, config: dict | None):
     """The Config the asset will see for this run config (defaults filled in), for hashing."""
-    cls = CONFIG_CLASSES.get(op)
+    cls = graph.node(op).config_class
     if cls is None:
         return None
     return cls(**((config or {}).get(op, {}).get("config", {}) or {}))
@@ -108,9 +74,10 @@ def stale_partitions(op: str, store: CurationStore, keys: list[str], config: dic
         return [key for key in keys if not lineage.is_current(
             store, op, key, [key], None,
             embedder=lineage.embedder_identity(embedder, lineage.shard_has_precomputed(store, key)))]
-    if op in lineage.PARTITIONED:
+    node = graph.node(op)
+    if node.partitioned:
         return [key for key in keys if not lineage.is_current(store, op, key, [key], cfg)]
-    if op not in lineage.UPSTREAM:  # files, not a table: redone when anything else was
+    if node.stored == "files":  # not a table: redone when anything else was
         return [None]
     current = lineage.is_current(store, op, None, keys, cfg)
     if op == "centroids" and current and drift_refit_requested(store, policy):
@@ -125,9 +92,8 @@ def plan_stale(store: CurationStore, keys: list[str], config: dict | None, resou
     a stale asset everything will also be recomputed once that asset runs."""
     policy = policy or resources.get("drift") or DriftPolicy()
     order = pipeline_order(extras, evaluate)
-    plan = {(_op(a)): stale for a in order
-            if (stale := stale_partitions(_op(a), store, keys, config, resources, policy))}
-    tracked = [op for op in plan if op in lineage.UPSTREAM]
+    plan = {op: stale for op in order if (stale := stale_partitions(op, store, keys, config, resources, policy))}
+    tracked = [op for op in plan if graph.node(op).stored != "files"]
     # Untracked outputs (the export files) are redone only when something else is.
     return plan if tracked else {op: v for op, v in plan.items() if not _export_done(store, config)}
 
@@ -148,12 +114,11 @@ def sync_shards(instance: DagsterInstance, shard_keys: list[str]) -> tuple[list[
     return added, removed
 
 
-def run_config_for(config: dict | None, selected, log_level: str) -> dict:
-    """Keep only the op configs of the selected assets (Dagster rejects config for others)."""
+def run_config_for(config: dict | None, ops: list[str], log_level: str) -> dict:
+    """Keep only the configs of the selected ops (Dagster rejects config for others)."""
     config = config or {}
-    names = {a.node_def.name for a in selected}
     return {
-        "ops": {k: v for k, v in config.items() if k in names},
+        "ops": {k: v for k, v in config.items() if k in ops},
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
 
@@ -192,11 +157,11 @@ def run_pipeline(
         f"{len(retired)} retired" + (f": {sorted(retired)[:5]} moved to {store.retired_root}" if retired else "")
         + ")")
     results = []
-    for asset in pipeline_order(extras, evaluate):
-        op = _op(asset)
-        keys = ([None] if op not in lineage.PARTITIONED else list(shard_keys)) if force \
+    for op in pipeline_order(extras, evaluate):
+        node = graph.node(op)
+        keys = (list(shard_keys) if node.partitioned else [None]) if force \
             else stale_partitions(op, store, shard_keys, config, resources, policy)
-        if op not in lineage.UPSTREAM and not force and not results and _export_done(store, config):
+        if node.stored == "files" and not force and not results and _export_done(store, config):
             keys = []  # an export of unchanged subsets is unchanged
         if not keys:
             log(f"{op}: current, skipped")
@@ -205,18 +170,18 @@ def run_pipeline(
             log(f"centroids: refit, shard(s) {drifted[:5]} drifted past the refit threshold")
         for key in keys:
             result = materialize(
-                [*ALL_ASSETS, *all_checks],
-                selection=list(asset.keys),
+                [*all_assets, *all_checks],
+                selection=list(node.asset.keys),
                 partition_key=key,
                 instance=instance,
                 resources=resources,
-                run_config=run_config_for(config, [asset], log_level),
+                run_config=run_config_for(config, [op], log_level),
                 tags={ADMITTED_TAG: "1"},
                 raise_on_error=True,
             )
             results.append(result)
             log(f"materialized {op}" + (f" [{key}]" if key else "") + f" (run {result.run_id[:8]})")
-        if op in lineage.PARTITIONED and len(keys) < len(shard_keys):
+        if node.partitioned and len(keys) < len(shard_keys):
             log(f"{op}: {len(shard_keys) - len(keys)} shard(s) current, skipped")
     if store.stages:
         store.clear_staged()  # what admit() staged is promoted by now; nothing else may linger

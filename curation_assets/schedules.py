@@ -25,8 +25,8 @@ from pydantic import Field
 from resources.drift_policy import DriftPolicy
 from resources.storage import CurationStore
 
-from . import lineage
-from .pipeline import CONFIG_CLASSES, drift_refit_requested, run_pipeline
+from . import graph, lineage
+from .pipeline import drift_refit_requested, run_pipeline
 
 DAILY_CRON = "0 3 * * *"
 
@@ -43,7 +43,7 @@ def refresh_stale_assets(context: OpExecutionContext, config: RefreshConfig) -> 
     r = context.resources
     resources = {"source": r.source, "store": r.store, "compute": r.compute, "embedder": r.embedder, "drift": r.drift}
     keys = r.source.list_shards()
-    settings = lineage.last_config(r.store, keys, CONFIG_CLASSES)
+    settings = lineage.last_config(r.store, keys, graph.config_classes())
     results = run_pipeline(context.instance, resources, settings, log=context.log.info,
                            evaluate=config.evaluate, extras=config.extras)
     context.log.info(f"refresh: {len(results)} asset partition run(s) launched")

@@ -10,7 +10,8 @@ from conftest import D, make_resources, snapshot
 from conftest import clustered_vectors as _vectors
 from conftest import write_examples as _write
 from curation_assets.assets import centroids, embeddings, raw_examples, subsets
-from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from curation_assets.assets import all_assets as ALL_ASSETS
+from curation_assets.pipeline import run_pipeline
 from resources import CurationStore, ExampleSource
 
 

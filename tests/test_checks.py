@@ -21,7 +21,8 @@ from curation_assets.checks import (
     subset_covers_clusters,
     subset_size_is_as_asked,
 )
-from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from curation_assets.assets import all_assets as ALL_ASSETS
+from curation_assets.pipeline import run_pipeline
 from resources import CurationStore, ExampleSource
 
 CENTERS = np.random.default_rng(42).normal(size=(3, 8)) * 6

@@ -8,7 +8,8 @@ from dagster import AssetKey, DagsterInstance, materialize
 from conftest import clustered_vectors, make_resources, write_examples
 from curation_assets.assets import balanced_subset, hierarchical_centroids
 from curation_assets.checks import all_checks
-from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from curation_assets.assets import all_assets as ALL_ASSETS
+from curation_assets.pipeline import run_pipeline
 from resources import CurationStore, ExampleSource
 
 N_PER_FILE = 45

@@ -15,7 +15,8 @@ from curation_assets.assets import (
     subsets,
 )
 from curation_assets.algorithms.robust_sensitivity import ALPHA_GRID
-from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from curation_assets.assets import all_assets as ALL_ASSETS
+from curation_assets.pipeline import run_pipeline
 from resources import CurationStore
 
 CONFIG = {

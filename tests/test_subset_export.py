@@ -9,7 +9,8 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from conftest import make_resources, small_bbc
 from curation_assets.assets.subset_export import subset_export
-from curation_assets.pipeline import ALL_ASSETS, run_pipeline
+from curation_assets.assets import all_assets as ALL_ASSETS
+from curation_assets.pipeline import run_pipeline
 from curation_assets.training import load_subset, loss_weights, weighted_sampler
 from resources import CurationStore
 

@@ -1,4 +1,7 @@
-"""Thin Dagster assets: read from the store, call a pure algorithm, write, record metadata."""
+"""Thin Dagster assets: read from the store, call a pure algorithm, write, record metadata.
+
+`all_assets` is in dependency order (graph.py checks it): the planner runs them in this order.
+"""
 
 from .baseline_subsets import baseline_subsets
 from .centroids import centroids
@@ -21,10 +24,10 @@ all_assets = [
     representative_losses,
     sensitivities,
     subsets,
-    subset_export,
-    subset_evaluation,
     hierarchical_centroids,
     balanced_subset,
     baseline_subsets,
+    subset_evaluation,
     recommended_subset,
+    subset_export,
 ]

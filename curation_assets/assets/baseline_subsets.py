@@ -17,6 +17,7 @@ from ..plots import markdown_table
 from .cluster_assignments import load_centroids
 from .shard_scope import read_shards, registered_shards
 from .. import lineage
+from ..graph import STORED_TAG
 from .subsets import picked_from_arrays, subset_rows, subset_summary, version_name
 
 BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "uniform"}  # uniform: uniform_subset
@@ -24,7 +25,7 @@ BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "unif
 
 @multi_asset(
     specs=[AssetSpec(asset, deps=["embeddings", "cluster_assignments", "sensitivity_subset"], group_name="baselines",
-                     kinds={"parquet"},
+                     kinds={"parquet"}, tags={STORED_TAG: "versioned"},
                      description=f"The `{name}` baseline: (example_id, weight) rows at the subsets' budget and seed.")
            for name, asset in BASELINE_ASSETS.items()],
     can_subset=False,
@@ -44,8 +45,8 @@ def baseline_subsets(context: AssetExecutionContext, store: CurationStore):
     x = embedding_matrix(emb.column("embedding"))
     cluster_ids = assign.column("cluster_id").to_numpy().astype(np.int64)
     version = version_name(context.run.run_id)
-    marker = lineage.STORED_AS["baseline_subsets"][0]  # written last: it marks the step done
-    for name, asset in sorted(BASELINE_ASSETS.items(), key=lambda item: item[1] == marker):
+    # The step's first asset is written last: its file carries the provenance that marks the step done.
+    for name, asset in reversed(BASELINE_ASSETS.items()):
         start = time.perf_counter()
         sample = BASELINES[name](x, cluster_ids, m, seed)
         seconds = time.perf_counter() - start

@@ -11,6 +11,7 @@ from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
 from .. import lineage
+from ..graph import NEW_SHARDS_TAG
 from ..algorithms.kmeans import MAX_ITER, assign_to_centroids, default_n_clusters, fit_kmeans
 from ..algorithms.validation import check_whole_number
 from ..arrays import embedding_column
@@ -32,6 +33,7 @@ class CentroidsConfig(Config):
     deps=["embeddings"],
     group_name="curation",
     kinds={"faiss", "parquet"},
+    tags={NEW_SHARDS_TAG: "kept"},  # new shards are assigned to these clusters; drift forces a refit
     pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="k-means centroids of all embeddings (faiss, seeded, on a recorded training sample read "
                 "shard by shard).",

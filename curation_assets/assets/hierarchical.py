@@ -19,6 +19,7 @@ from ..arrays import embedding_column, embedding_matrix
 from ..plots import grouped_shares, histogram, markdown_table
 from .shard_scope import read_shards, registered_shards
 from .. import lineage
+from ..graph import STORED_TAG
 from .subsets import version_name
 
 
@@ -60,7 +61,7 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
 
 @asset(
     deps=["embeddings"],
-    group_name="curation",
+    group_name="baselines",
     kinds={"faiss", "parquet"},
     pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="Hierarchical k-means with resampling over all embeddings: every level's centroids, "
@@ -130,8 +131,9 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
 
 @asset(
     deps=["hierarchical_centroids", "embeddings"],
-    group_name="curation",
+    group_name="baselines",
     kinds={"parquet"},
+    tags={STORED_TAG: "versioned"},
     description="A subset balanced over the hierarchy's clusters, top-down; meant to be trained on unweighted.",
 )
 def balanced_subset(context: AssetExecutionContext, config: BalancedSubsetConfig,

@@ -20,6 +20,7 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from .. import lineage
+from ..graph import STORED_TAG
 from ..algorithms.recommendation import TYPICAL_BELOW, Recommendation, default_method, recommend
 from ..arrays import subset_rows
 from ..plots import markdown_table
@@ -86,9 +87,11 @@ def _evidence_table(rec: Recommendation, purpose: str) -> str:
 
 
 @asset(
-    deps=["sensitivity_subset", "uniform_subset", "balanced_subset", *BASELINE_ASSETS.values(), "subset_evaluation"],
-    group_name="curation",
+    deps=["sensitivity_subset", "uniform_subset", "balanced_subset", *BASELINE_ASSETS.values(), "subset_evaluation",
+          "raw_examples"],
+    group_name="delivery",
     kinds={"parquet"},
+    tags={STORED_TAG: "versioned"},
     description="The subset to train on: the method that beat the default in this data's held-out evaluation "
                 "beyond its interval, else sensitivity_subset; the evidence is in the metadata.",
 )

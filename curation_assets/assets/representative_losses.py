@@ -18,6 +18,7 @@ from ..algorithms.scorers import (
     out_of_fold_losses,
 )
 from .. import lineage
+from ..graph import NEW_SHARDS_TAG
 from ..arrays import embedding_matrix
 from ..plots import bars
 from ..progress import Progress
@@ -131,6 +132,7 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
     deps=["cluster_assignments", "raw_examples", "embeddings"],
     group_name="curation",
     kinds={"scikitlearn", "parquet"},
+    tags={NEW_SHARDS_TAG: "kept"},  # stays current while the clusters do
     description="v_j: the loss at each cluster's representative (the member nearest its centroid).",
 )
 def representative_losses(context: AssetExecutionContext, config: RepresentativeLossConfig,

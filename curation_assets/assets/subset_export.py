@@ -18,6 +18,7 @@ from pydantic import Field
 from resources.storage import CurationStore, parquet_bytes
 
 from ..arrays import subset_rows
+from ..graph import STORED_TAG
 from ..plots import markdown_table
 
 # The versioned subset assets. `subset` must be one of these: it names a table and a file, so it
@@ -122,8 +123,9 @@ def _preview(table: pa.Table, rows: int = 5) -> str:
 
 @asset(
     deps=["recommended_subset", "raw_examples"],
-    group_name="curation",
+    group_name="delivery",
     kinds={"parquet", "json"},
+    tags={STORED_TAG: "files"},
     description="The newest subset joined with its texts and labels, as <subset>.parquet and <subset>.jsonl "
                 "(example_id, text, label, weight, draws, probability, cluster_id) for a trainer.",
 )

@@ -11,6 +11,7 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from .. import lineage
+from ..graph import STORED_TAG
 from ..algorithms.robust_sensitivity import (
     DEFAULT_ALPHA,
     adaptive_sensitivity_sample,
@@ -293,8 +294,10 @@ def subset_summary(picked: Picked, clusters_present: int) -> dict:
 @multi_asset(
     specs=[
         AssetSpec("sensitivity_subset", deps=["sensitivities"], group_name="curation", kinds={"parquet"},
+                  tags={STORED_TAG: "versioned"},
                   description="The weighted subset drawn by clustering-based sensitivity sampling."),
         AssetSpec("uniform_subset", deps=["raw_examples"], group_name="curation", kinds={"parquet"},
+                  tags={STORED_TAG: "versioned"},
                   description="The uniform baseline at the same budget and seed, always made beside it."),
     ],
     can_subset=False,
@@ -336,7 +339,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
 
     version = version_name(context.run.run_id)
     run = context.run.run_id
-    # sensitivity_subset's file marks the step done (lineage.STORED_AS), so it is written last.
+    # The step's first asset, sensitivity_subset, carries its provenance (graph.py): written last.
     store.write_version("uniform_subset", subset_rows(unif_picked, m, config.seed, "uniform", run), version,
                         provenance=provenance)
     store.write_version("sensitivity_subset", subset_rows(sens_picked, m, config.seed, config.sampling, run),

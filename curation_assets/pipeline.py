@@ -9,6 +9,7 @@ shards, and a new shard is embedded, assigned and scored alone before the subset
 
 from collections.abc import Callable
 
+import pydantic
 from dagster import DagsterInstance, materialize
 
 from resources.drift_policy import DriftPolicy
@@ -35,11 +36,21 @@ def pipeline_order(extras: bool, evaluate: bool) -> list[str]:
 
 
 def config_object(op: str, config: dict | None):
-    """The Config the asset will see for this run config (defaults filled in), for hashing."""
+    """The Config the asset will see for this run config (defaults filled in), for hashing; a value
+    outside a field's declared bounds is one line naming `op.field`."""
     cls = graph.node(op).config_class
     if cls is None:
         return None
-    return cls(**((config or {}).get(op, {}).get("config", {}) or {}))
+    values = (config or {}).get(op, {}).get("config", {}) or {}
+    unknown = sorted(set(values) - set(cls.model_fields))
+    if unknown:
+        raise ValueError(f"{op}.{unknown[0]}: not a setting of {op}; it has {', '.join(cls.model_fields)}")
+    try:
+        return cls(**values)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(part) for part in err["loc"])
+        raise ValueError(f"{op}.{field}: {err['msg'].lower()}, got {err.get('input')!r}") from None
 
 
 def _export_done(store: CurationStore, config: dict | None) -> bool:
@@ -147,6 +158,8 @@ def run_pipeline(
     shard_keys = source.list_shards()
     # The instance must serve this store (one line if it serves another) before anything is staged.
     claim_instance(instance, store)
+    for op in pipeline_order(extras, evaluate):  # every setting within its bounds before anything runs
+        config_object(op, config)
     # Nothing is registered, retired or written before every shard to (re)load fits the store.
     loading = list(shard_keys) if force else stale_partitions("raw_examples", store, shard_keys, config, resources,
                                                                  policy)

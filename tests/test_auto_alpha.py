@@ -29,7 +29,7 @@ from curation_assets.algorithms.robust_sensitivity import (
 )
 from curation_assets.algorithms.sampling import sample_uniform, sample_with_replacement
 from curation_assets.algorithms.sensitivity import balanced_lambda, sensitivity_scores
-from curation_assets.assets.representative_losses import default_pilot_size
+from curation_assets.algorithms.scorers import default_pilot_size
 
 M = 100
 

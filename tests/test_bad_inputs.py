@@ -109,12 +109,12 @@ def test_more_clusters_than_examples_is_refused(good, n_clusters):
 @pytest.mark.parametrize(
     "config, match",
     [
-        ({"budget": 0}, r"budget: must be at least 1, got 0"),
-        ({"budget": -3}, r"budget: must be at least 1, got -3"),
+        ({"budget": 0}, r"budget\n +Input should be greater than or equal to 1"),  # declared on the field
+        ({"budget": -3}, r"budget\n +Input should be greater than or equal to 1"),
         ({"budget": 25}, r"budget: 25 is larger than the number of examples \(24\)"),
-        ({"budget_fraction": 0.0}, r"budget_fraction: must be in \(0, 1\], got 0.0"),
-        ({"budget_fraction": 1.5}, r"budget_fraction: must be in \(0, 1\], got 1.5"),
-        ({"alpha": 1.5}, r"alpha: must be a number in \[0, 1\], got 1.5"),
+        ({"budget_fraction": 0.0}, r"budget_fraction\n +Input should be greater than 0"),
+        ({"budget_fraction": 1.5}, r"budget_fraction\n +Input should be less than or equal to 1"),
+        ({"alpha": 1.5}, r"alpha\n +Input should be less than or equal to 1"),
         ({"sampling": "adaptive", "rounds": 0}, r"rounds"),
     ],
 )
@@ -127,6 +127,29 @@ def test_bad_budget_is_refused_and_the_previous_subset_stays(good, config, match
                     run_config={"ops": {"subsets": {"config": config}}})
     assert snapshot(store.root) == before
     assert store.read_latest_version("sensitivity_subset").equals(previous)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"subsets": {"config": {"budget": 0}}}, "subsets.budget: input should be greater than or equal to 1, got 0"),
+        ({"sensitivities": {"config": {"z": 40.0}}}, "sensitivities.z: input should be less than or equal to 16, got 40.0"),
+        ({"subset_evaluation": {"config": {"budgets": [0.1, 2.0]}}},
+         "subset_evaluation.budgets.1: input should be less than or equal to 1, got 2.0"),
+        ({"subsets": {"config": {"bugdet": 5}}}, "subsets.bugdet: not a setting of subsets; it has budget, "),
+    ],
+)
+def test_a_setting_out_of_its_declared_bounds_is_one_line_before_anything_runs(tmp_path, config, message):
+    data = tmp_path / "in"
+    data.mkdir()
+    _write(data / "a.parquet", [f"a{i}" for i in range(12)], _vectors(12, 0))
+    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
+    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    with DagsterInstance.ephemeral() as instance:
+        with pytest.raises(ValueError) as err:
+            run_pipeline(instance, make_resources(store, source), config, log=lambda _: None, evaluate=True)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+        assert store.asset_names() == [] and not instance.get_runs()
 
 
 def test_csv_and_jsonl_sources_work_and_unlabelled_data_gets_the_constant_scorer(tmp_path, store, instance):

@@ -123,5 +123,5 @@ def test_same_seed_same_subset_and_the_seed_matters(built):
 def test_a_bad_level_count_names_the_config_field(built):
     instance, _, resources = built
     bad = {"hierarchical_centroids": {"config": {"clusters_per_level": [5, 5]}}}
-    with pytest.raises(Exception, match=r"hierarchical_centroids\.clusters_per_level: level 2 asks for 5"):
+    with pytest.raises(Exception, match=r"hierarchical_centroids: clusters_per_level: level 2 asks for 5"):
         _rebuild(instance, resources, bad)

@@ -17,8 +17,6 @@ from sklearn.linear_model import LogisticRegression
 
 from .validation import as_embedding_matrix
 
-SCORERS = ("auto", "linear_probe", "constant")
-
 
 @dataclass
 class ConstantScorer:
@@ -134,3 +132,74 @@ def check_losses(values, expected: int, name: str = "scorer_function") -> np.nda
     if not np.isfinite(v).all() or (v < 0).any():
         raise ValueError(f"{name}: losses must be finite and >= 0")
     return v
+
+
+MAX_DEFAULT_PILOT = 20_000
+
+
+def default_pilot_size(n: int) -> int:
+    """5% of n, at least 100 and at most 20,000: a linear probe's accuracy has long stopped
+    improving by then, and the pilot's embeddings must fit in memory at any n."""
+    return min(n, max(100, min(MAX_DEFAULT_PILOT, int(np.ceil(0.05 * n)))))
+
+
+def seeded_pilot(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted row numbers of a uniform pilot of `size` rows (default `default_pilot_size(n)`)."""
+    size = default_pilot_size(n) if size is None else size
+    if not 2 <= size <= n:
+        raise ValueError(f"representative_losses.pilot_size: must be in [2, {n}], got {size}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def resolve_scorer(configured: str, scorer_function: str | None, labelled: bool) -> str:
+    """'auto' is the user's function when one is named, else the probe when every example has a
+    label (and there are two classes), else the constant."""
+    if configured != "auto":
+        return configured
+    return "function" if scorer_function else ("linear_probe" if labelled else "constant")
+
+
+@dataclass
+class RepresentativeScorer:
+    """The loss at given rows, and what the choice of scorer leaves to record."""
+
+    name: str                                   # linear_probe, constant or function:<path>
+    losses_at: Callable[[np.ndarray], np.ndarray]  # row positions -> one loss each
+    pilot_losses: np.ndarray | None = None      # out-of-fold probe losses on the pilot (for alpha)
+    info: dict = field(default_factory=dict)
+    probe: LinearProbeScorer | None = None
+
+
+def representative_scorer(name: str, x: np.ndarray, labels: np.ndarray, *, pilot: np.ndarray | None = None,
+                          ids=None, texts=None, C: float = 1.0, seed: int = 0, constant_loss: float = 1.0,
+                          scorer_function: str | None = None) -> RepresentativeScorer:
+    """The scorer `name` over rows (x, labels[, ids, texts]).
+
+    linear_probe: a logistic regression fit on the `pilot` rows, cross-entropy at any row; the
+    pilot's out-of-fold losses let the sampler choose its defensive alpha from data. function: the
+    user's `scorer_function`, called on the rows asked for. constant: `constant_loss` everywhere.
+    """
+    if name == "linear_probe":
+        xp, yp = x[pilot], labels[pilot]
+        probe = LinearProbeScorer(C=C).fit(xp, yp)
+        return RepresentativeScorer(
+            "linear_probe", lambda pos: probe.losses(x[pos], labels[pos]),
+            pilot_losses=out_of_fold_losses(xp, yp, seed=seed, C=C),
+            info={"pilot_size": int(len(pilot)), "pilot_seed": seed,
+                  "probe_train_accuracy": float(probe.model.score(xp, yp))},
+            probe=probe)
+    if name == "function":
+        if not scorer_function:
+            raise ValueError("representative_losses.scorer_function: scorer 'function' needs "
+                             "'package.module:function'")
+        fn = load_scorer_function(scorer_function)
+
+        def losses_at(pos):
+            return check_losses(fn(example_ids=[ids[p] for p in pos], texts=[texts[p] for p in pos],
+                                   labels=[labels[p] for p in pos], embeddings=x[pos]),
+                                len(pos), "representative_losses.scorer_function")
+        return RepresentativeScorer(f"function:{scorer_function}", losses_at,
+                                    info={"scorer_function": scorer_function})
+    constant = ConstantScorer(constant_loss)
+    return RepresentativeScorer("constant", lambda pos: constant.losses(np.empty((len(pos), 1))),
+                                info={"constant_loss": constant_loss})

@@ -10,17 +10,14 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.baselines import BASELINES
 from ..algorithms.validation import check_budget
 from ..arrays import embedding_matrix
-from ..plots import markdown_table
-from .cluster_assignments import load_centroids
-from .shard_scope import read_shards, registered_shards
-from .. import lineage
 from ..graph import STORED_TAG
-from .subsets import picked_from_arrays, subset_rows, subset_summary, version_name
-
-BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "uniform"}  # uniform: uniform_subset
+from ..plots import markdown_table
+from ..sharded_subsets import BASELINE_ASSETS, picked_from_arrays, subset_rows, subset_summary
+from ..stored_inputs import load_centroids, read_shards, registered_shards, version_name
 
 
 @multi_asset(

@@ -11,21 +11,20 @@ from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..graph import NEW_SHARDS_TAG
 from ..algorithms.kmeans import MAX_ITER, assign_to_centroids, default_n_clusters, fit_kmeans
-from ..algorithms.validation import check_whole_number
 from ..arrays import embedding_column
+from ..graph import NEW_SHARDS_TAG
 from ..plots import histogram, line
 from ..progress import Progress
-from .shard_scope import embedding_dimension, gather_embeddings, registered_shards, shard_row_counts, split_rows
+from ..stored_inputs import embedding_dimension, gather_embeddings, registered_shards, shard_row_counts, split_rows
 
 
 class CentroidsConfig(Config):
-    n_clusters: int | None = Field(default=None, description="k; default round(sqrt(n / 2)).")
-    seed: int = Field(default=0, description="Seeds the training sample and faiss's initialisation.")
-    n_iter: int = Field(default=25, description="Lloyd iterations.")
+    n_clusters: int | None = Field(default=None, ge=1, description="k; default round(sqrt(n / 2)).")
+    seed: int = Field(default=0, ge=0, description="Seeds the training sample and faiss's initialisation.")
+    n_iter: int = Field(default=25, ge=1, le=MAX_ITER, description="Lloyd iterations.")
     training_sample_size: int | None = Field(
-        default=100_000, description="Rows k-means trains on (a seeded uniform sample); None: all rows."
+        default=100_000, ge=1, description="Rows k-means trains on (a seeded uniform sample); None: all rows."
     )
 
 
@@ -49,14 +48,10 @@ def centroids(context: AssetExecutionContext, config: CentroidsConfig, store: Cu
             by_dim.setdefault(d, []).append(k)
         raise ValueError(f"embeddings: shards differ in dimension ({by_dim}); re-embed them all with one model")
     n = int(counts.sum())
-    if check_whole_number(config.n_iter, "centroids.n_iter", 1) > MAX_ITER:
-        raise ValueError(f"centroids.n_iter: must be at most {MAX_ITER:,}, got {config.n_iter}")
     k = config.n_clusters if config.n_clusters is not None else default_n_clusters(n)
     if k > n:
         raise ValueError(f"centroids.n_clusters: {k} is larger than the number of examples ({n})")
-    size = n if config.training_sample_size is None else check_whole_number(
-        config.training_sample_size, "centroids.training_sample_size", 1)
-    size = min(size, n)
+    size = min(n, config.training_sample_size or n)
     if k > size:
         raise ValueError(f"centroids.n_clusters: {k} clusters is more than the {size} examples in the "
                          f"training sample (centroids.training_sample_size={config.training_sample_size})")

@@ -13,12 +13,7 @@ from ..arrays import embedding_matrix
 from ..partitions import shards
 from ..plots import bars, histogram
 from ..progress import Progress
-
-
-def load_centroids(store: CurationStore) -> tuple[np.ndarray, str]:
-    table = store.read("centroids").sort_by("cluster_id")
-    return embedding_matrix(table.column("centroid")), table.column("version")[0].as_py()
-
+from ..stored_inputs import load_centroids, load_fit_summary
 
 PROGRESS_CHUNK = 262_144  # rows per assignment call: one progress line per ~second of work
 
@@ -32,12 +27,6 @@ def assign_with_progress(x: np.ndarray, c: np.ndarray, device, label: str, log) 
         labels[start:stop], sq_dist[start:stop] = assign_to_centroids(x[start:stop], c, device=device)
         progress.update(stop - start)
     return labels, sq_dist
-
-
-def load_fit_summary(store: CurationStore) -> tuple[np.ndarray, float]:
-    """Cluster shares and cost per point of the data the centroids were fit on."""
-    t = store.read("centroids", columns=["cluster_id", "fit_share", "fit_cost_per_point"]).sort_by("cluster_id")
-    return t.column("fit_share").to_numpy(), float(t.column("fit_cost_per_point")[0].as_py())
 
 
 @asset(

@@ -6,57 +6,45 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from resources.compute_device import ComputeDevice
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.balanced_sampling import allocate_budget, concept_balance, hierarchical_balanced_sample
 from ..algorithms.hierarchical_kmeans import cluster_paths, fit_hierarchical_kmeans
 from ..algorithms.kmeans import assign_to_centroids
 from ..algorithms.validation import resolve_budget
 from ..arrays import embedding_column, embedding_matrix
-from ..plots import grouped_shares, histogram, markdown_table
-from .shard_scope import read_shards, registered_shards
-from .. import lineage
 from ..graph import STORED_TAG
-from .subsets import version_name
+from ..plots import grouped_shares, histogram, markdown_table
+from ..stored_inputs import load_hierarchy, read_shards, registered_shards, version_name
 
 
 class HierarchicalCentroidsConfig(Config):
-    clusters_per_level: list[int] | None = Field(
+    clusters_per_level: list[PositiveInt] | None = Field(
         default=None,
         description="k per level, bottom-up, strictly decreasing. Default two levels: round(sqrt(2n)) leaves "
                     "under round(sqrt(n/2)) top clusters (the flat centroids' k), e.g. [67, 33] for 2,225.",
     )
     resampling_steps: int = Field(
-        default=5, description="Resampling steps per level (0: plain k-means per level); the effect saturates by 5.")
-    resample_sizes: list[int] | None = Field(
+        default=5, ge=0, description="Resampling steps per level (0: plain k-means per level); the effect saturates by 5.")
+    resample_sizes: list[PositiveInt] | None = Field(
         default=None, description="r per level: points kept nearest each centroid; default half the mean cluster size.")
-    n_iter: int = Field(default=50, description="Lloyd iterations per k-means run (the paper's 50).")
-    seed: int = Field(default=0, description="Seeds k-means++ and faiss: same embeddings and seed, same hierarchy.")
+    n_iter: int = Field(default=50, ge=1, description="Lloyd iterations per k-means run (the paper's 50).")
+    seed: int = Field(default=0, ge=0, description="Seeds k-means++ and faiss: same embeddings and seed, same hierarchy.")
 
 
 class BalancedSubsetConfig(Config):
-    budget: int | None = Field(default=None, description="Examples to select (m). Overrides budget_fraction.")
-    budget_fraction: float = Field(default=0.1, description="m = round(budget_fraction * n) when budget is unset.")
-    seed: int = Field(default=0, description="Seeds the tie-breaks and the draws within leaves.")
+    budget: int | None = Field(default=None, ge=1, description="Examples to select (m). Overrides budget_fraction.")
+    budget_fraction: float = Field(default=0.1, gt=0, le=1,
+                                   description="m = round(budget_fraction * n) when budget is unset.")
+    seed: int = Field(default=0, ge=0, description="Seeds the tie-breaks and the draws within leaves.")
     within: Literal["random", "closest"] = Field(
         default="random", description="Within a leaf: a random draw, or the members closest to its centroid.")
     replace: bool = Field(
         default=False, description="Allow an example twice, so small leaves still get their equal share.")
-
-
-def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndarray], str]:
-    """Centroids and parent links per level (bottom-up), and the hierarchy's version."""
-    t = store.read("hierarchical_centroids").sort_by([("level", "ascending"), ("cluster_id", "ascending")])
-    level = t.column("level").to_numpy()
-    centroids, parents = [], []
-    for lv in np.unique(level):
-        rows = t.filter(pa.array(level == lv))
-        centroids.append(embedding_matrix(rows.column("centroid")))
-        parents.append(rows.column("parent_id").fill_null(-1).to_numpy().astype(np.int64))
-    return centroids, parents[:-1], t.column("version")[0].as_py()
 
 
 @asset(
@@ -82,10 +70,8 @@ def hierarchical_centroids(context: AssetExecutionContext, config: HierarchicalC
             resample_sizes=config.resample_sizes, n_iter=config.n_iter, seed=config.seed,
             backend=backend, device=device,
         )
-    except ValueError as exc:  # name the asset's config field the error is about
-        if str(exc).split(":")[0].split("[")[0] in HierarchicalCentroidsConfig.model_fields:
-            raise ValueError(f"hierarchical_centroids.{exc}") from exc
-        raise
+    except ValueError as exc:  # the algorithm names its parameter; say whose config it is
+        raise ValueError(f"hierarchical_centroids: {exc}") from exc
     seconds = time.perf_counter() - start
     sizes = h.cluster_sizes()
     version = context.run.run_id

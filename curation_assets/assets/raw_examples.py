@@ -1,7 +1,6 @@
 
 import collections
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 

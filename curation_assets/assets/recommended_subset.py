@@ -20,14 +20,12 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..graph import STORED_TAG
 from ..algorithms.recommendation import TYPICAL_BELOW, Recommendation, default_method, recommend
 from ..arrays import subset_rows
+from ..graph import STORED_TAG
 from ..plots import markdown_table
-from .baseline_subsets import BASELINE_ASSETS
-from .cluster_assignments import load_centroids
-from .shard_scope import registered_shards, shard_row_counts
-from .subsets import version_name
+from ..sharded_subsets import BASELINE_ASSETS
+from ..stored_inputs import load_centroids, registered_shards, shard_row_counts, version_name
 
 DEFAULT_SUBSET = "sensitivity_subset"
 # The evaluation's name of the method behind each stored subset; sensitivity_subset's depends on

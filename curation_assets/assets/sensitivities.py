@@ -8,6 +8,7 @@ from resources.storage import CurationStore
 
 from .. import lineage
 from ..algorithms.sensitivity import (
+    MAX_Z,
     balanced_lambda_from_cluster_sums,
     check_z,
     distance_term,
@@ -15,23 +16,17 @@ from ..algorithms.sensitivity import (
 )
 from ..partitions import shards
 from ..plots import histogram
-from .shard_scope import read_shards, registered_shards
+from ..stored_inputs import load_losses, read_shards, registered_shards
 
 
 class SensitivityConfig(Config):
     lambda_: float | None = Field(
-        default=None,
+        default=None, ge=0, allow_inf_nan=False,
         description="Weight of the distance term. None: balanced, so the loss and distance terms carry "
                     "equal total mass over the whole dataset (scale-free; see README).",
     )
-    z: float = Field(default=2.0, description="Exponent of the distance: 2 matches the k-means objective.")
-
-
-def load_losses(store: CurationStore) -> tuple[pa.Table, np.ndarray, str, str]:
-    """representative_losses sorted by cluster, v_j as float64 (NaN for empty clusters), versions."""
-    t = store.read("representative_losses").sort_by("cluster_id")
-    v = np.asarray(t.column("loss").to_numpy(zero_copy_only=False), dtype=np.float64)
-    return t, v, t.column("version")[0].as_py(), t.column("centroids_version")[0].as_py()
+    z: float = Field(default=2.0, gt=0, le=MAX_Z, allow_inf_nan=False,
+                     description="Exponent of the distance: 2 matches the k-means objective.")
 
 
 @asset(

@@ -1,5 +1,6 @@
 import hashlib
 import time
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
@@ -9,25 +10,29 @@ from pydantic import Field
 
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..algorithms.downstream import DOWNSTREAM_MODELS
 from ..algorithms.estimation import relative_error, weighted_mean
 from ..algorithms.evaluation import build_pool, estimate_errors, holdout_mask, selectors, training_scores
 from ..algorithms.scorers import LinearProbeScorer
 from ..arrays import embedding_matrix, sort_by_id
 from ..plots import markdown_table, metric_vs_budget, png_markdown
-from .. import lineage
-from .shard_scope import read_shards, registered_shards
+from ..stored_inputs import read_shards, registered_shards
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class EvaluationConfig(Config):
-    budgets: list[float] = Field(default=[0.01, 0.02, 0.05, 0.1, 0.2], description="Budgets as fractions of n.")
-    seeds: int = Field(default=5, description="Seeds per (method, budget) for the downstream models.")
-    estimate_seeds: int = Field(default=50, description="Seeds per (method, budget) for the loss-estimate error.")
-    test_fraction: float = Field(default=0.2, description="Held out by an md5 split of the ids; no selector sees it.")
+    budgets: list[Fraction] = Field(default=[0.01, 0.02, 0.05, 0.1, 0.2], min_length=1,
+                                    description="Budgets as fractions of n.")
+    seeds: int = Field(default=5, ge=1, description="Seeds per (method, budget) for the downstream models.")
+    estimate_seeds: int = Field(default=50, ge=1, description="Seeds per (method, budget) for the loss-estimate error.")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1,
+                                 description="Held out by an md5 split of the ids; no selector sees it.")
     methods: list[str] | None = Field(default=None, description="Selection methods to compare (default: all).")
     models: list[str] = Field(default=list(DOWNSTREAM_MODELS), description="Downstream models: logreg, mlp.")
-    mlp_epochs: int = Field(default=200, description="Full-batch epochs of the torch MLP.")
-    seed: int = Field(default=0, description="Seeds the pool's k-means and probe pilot.")
+    mlp_epochs: int = Field(default=200, ge=1, description="Full-batch epochs of the torch MLP.")
+    seed: int = Field(default=0, ge=0, description="Seeds the pool's k-means and probe pilot.")
     max_examples: int = Field(
         default=3000, ge=200,
         description="Evaluate on at most this many examples (pool and test together), the ones with the "
@@ -100,8 +105,6 @@ def subset_evaluation(context: AssetExecutionContext, config: EvaluationConfig, 
     bad_models = [m for m in config.models if m not in DOWNSTREAM_MODELS]
     if bad_models:
         raise ValueError(f"subset_evaluation.models: unknown {bad_models}; choose from {list(DOWNSTREAM_MODELS)}")
-    if config.seeds < 1 or config.estimate_seeds < 1:
-        raise ValueError("subset_evaluation.seeds and estimate_seeds: must be at least 1")
     keys = registered_shards(context)
     provenance = lineage.expected(store, "subset_evaluation", None, keys, config, run=context.run.run_id)
     raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])

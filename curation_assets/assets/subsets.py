@@ -1,47 +1,27 @@
 
-import datetime as dt
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
 from pydantic import Field
 
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..graph import STORED_TAG
-from ..algorithms.robust_sensitivity import (
-    DEFAULT_ALPHA,
-    adaptive_sensitivity_sample,
-    choose_alpha_from_totals,
-    defensive_probabilities,
-)
-from ..algorithms.sampling import WeightedSample, sample_by_sensitivity
-from ..algorithms.sharded_sampling import (
-    allocate_draws,
-    allocate_uniform,
-    draws_within_shard,
-    uniform_within_shard,
-)
-from ..algorithms.scorers import probe_fit_scorer
-from ..algorithms.stratified_sampling import choose_stratified_alpha, strata_of, stratified_sensitivity_sample
 from ..algorithms.validation import resolve_budget
-from ..arrays import embedding_matrix
+from ..graph import STORED_TAG
 from ..plots import grouped_shares, histogram, markdown_table
-from ..progress import Progress
-from .cluster_assignments import load_centroids
-from .sensitivities import load_losses
-from .shard_scope import read_shards, registered_shards
+from ..sharded_subsets import ShardTotals, draw_sensitivity_subset, sharded_uniform_sample, subset_rows, subset_summary
+from ..stored_inputs import load_losses, load_pilot, registered_shards, version_name
 
 
 class SubsetConfig(Config):
-    budget: int | None = Field(default=None, description="Examples to select (m). Overrides budget_fraction.")
-    budget_fraction: float = Field(default=0.1, description="m = round(budget_fraction * n) when budget is unset.")
-    seed: int = Field(default=0, description="Seeds both draws: same inputs and seed, same subsets.")
+    budget: int | None = Field(default=None, ge=1, description="Examples to select (m). Overrides budget_fraction.")
+    budget_fraction: float = Field(default=0.1, gt=0, le=1,
+                                   description="m = round(budget_fraction * n) when budget is unset.")
+    seed: int = Field(default=0, ge=0, description="Seeds both draws: same inputs and seed, same subsets.")
     alpha: float | None = Field(
-        default=None,
+        default=None, ge=0, le=1,
         description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
                     "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method. "
                     "None: chosen from the labelled pilot's out-of-fold losses; for 'stratified' among "
@@ -49,7 +29,7 @@ class SubsetConfig(Config):
                     "in 90% of bootstrap resamples, and 1 without a pilot; for the others 1 = uniform when the "
                     "sensitivities do not predict the losses, and 0.5 without a pilot.",
     )
-    rounds: int = Field(default=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
+    rounds: int = Field(default=2, ge=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
     sampling: Literal["stratified", "with_replacement", "poisson", "poisson_hajek", "adaptive"] = Field(
         default="stratified",
         description="stratified (default): exactly m distinct rows by systematic sampling along the clusters "
@@ -62,233 +42,6 @@ class SubsetConfig(Config):
                     "from the budget, a probe fit on it re-scores the representatives, the rest is drawn by "
                     "sensitivity from the examples not chosen (needs labels).",
     )
-
-
-class ShardTotals:
-    """One pass over the sensitivities, a shard at a time: per-shard counts and sums, cluster
-    counts, and the sensitivities of the labelled pilot (all that sampling needs globally)."""
-
-    def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, pilot_ids: set,
-                 log=lambda _: None):
-        self.keys, self.counts, self.sums = keys, [], []
-        self.cluster_counts = np.zeros(k, dtype=np.int64)
-        self.pilot_s: dict[str, float] = {}
-        stale, params = [], {"lambda_": set(), "z": set()}
-        progress = Progress(len(keys), "subsets: summing sensitivities", log, unit="shards")
-        for key in keys:
-            t = store.read("sensitivities", [key],
-                           columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"])
-            if set(t.column("losses_version").unique().to_pylist()) != {losses_version}:
-                stale.append(key)
-            for col in params:
-                params[col].update(t.column(col).unique().to_pylist())
-            s = t.column("sensitivity").to_numpy()
-            self.counts.append(s.size)
-            self.sums.append(float(s.sum()))
-            self.cluster_counts += np.bincount(t.column("cluster_id").to_numpy(), minlength=k)
-            if pilot_ids:
-                ids = t.column("example_id")
-                hit = np.flatnonzero(pc.is_in(ids, value_set=pa.array(sorted(pilot_ids), pa.string())).to_numpy(
-                    zero_copy_only=False))
-                self.pilot_s.update(zip(ids.take(pa.array(hit)).to_pylist(), s[hit].tolist()))
-            progress.update(1)
-        if stale:
-            raise ValueError(f"sensitivities: shard(s) {stale[:10]} were computed from an older "
-                             "representative_losses; re-materialize sensitivities for them")
-        for col, values in params.items():
-            if len(values) != 1:
-                raise ValueError(
-                    f"sensitivities: shards were computed with different {col} values {sorted(values)}; "
-                    "re-materialize every shard of sensitivities with one configuration"
-                )
-        self.lam, self.z = params["lambda_"].pop(), params["z"].pop()
-        self.counts = np.array(self.counts, dtype=np.int64)
-        self.sums = np.array(self.sums)
-        self.n, self.total = int(self.counts.sum()), float(self.sums.sum())
-        self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
-
-
-def load_pilot(store: CurationStore, losses_version: str) -> tuple[pa.Table | None, str]:
-    if not store.exists("pilot_losses"):
-        return None, "default (no labelled pilot)"
-    pilot = store.read("pilot_losses")
-    if set(pilot.column("version").unique().to_pylist()) != {losses_version}:
-        return None, "default (pilot from an older representative_losses)"
-    return pilot, "auto (labelled pilot)"
-
-
-def _alpha(configured: float | None, pilot: pa.Table | None, pilot_rule: str, totals: ShardTotals) -> tuple[float, str]:
-    """The configured alpha, else one chosen on the labelled pilot, else the fixed default."""
-    if configured is not None:
-        return float(configured), "configured"
-    if pilot is None:
-        return DEFAULT_ALPHA, pilot_rule
-    ids = pilot.column("example_id").to_pylist()
-    missing = [i for i in ids if i not in totals.pilot_s]
-    if missing:
-        raise ValueError(f"pilot_losses: pilot example(s) {missing[:5]} are not in sensitivities; "
-                         "re-materialize representative_losses")
-    sp = np.array([totals.pilot_s[i] for i in ids])
-    return choose_alpha_from_totals(pilot.column("loss").to_numpy(), sp, totals.n, totals.total), pilot_rule
-
-
-class Picked:
-    """A subset assembled shard by shard: global row numbers, ids and clusters of the rows."""
-
-    def __init__(self, parts: list[tuple[int, WeightedSample, pa.Table]], offsets: np.ndarray):
-        parts = [(i, smp, t) for i, smp, t in parts if smp.indices.size]
-        cat = lambda f: np.concatenate([f(i, smp) for i, smp, _ in parts])  # noqa: E731
-        self.sample = WeightedSample(
-            cat(lambda i, smp: smp.indices + offsets[i]), cat(lambda i, smp: smp.weights),
-            cat(lambda i, smp: smp.probabilities), cat(lambda i, smp: smp.draws))
-        self.ids = pa.concat_arrays([t.column("example_id").combine_chunks() for _, _, t in parts])
-        self.clusters = np.concatenate([t.column("cluster_id").to_numpy() for _, _, t in parts]).astype(np.int64)
-
-
-def picked_from_arrays(sample: WeightedSample, ids: pa.Array, cluster_ids: np.ndarray) -> "Picked":
-    picked = Picked.__new__(Picked)
-    picked.sample = sample
-    picked.ids = ids.take(pa.array(sample.indices))
-    picked.ids = picked.ids.combine_chunks() if isinstance(picked.ids, pa.ChunkedArray) else picked.ids
-    picked.clusters = np.asarray(cluster_ids)[sample.indices].astype(np.int64)
-    return picked
-
-
-def _picked_rows(store: CurationStore, key: str, smp: WeightedSample) -> pa.Table:
-    return store.read_rows("sensitivities", key, smp.indices, columns=["example_id", "cluster_id"])
-
-
-def sharded_sensitivity_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int) -> Picked:
-    """m i.i.d. draws from p = alpha/n + (1 - alpha) s/sum(s), a shard at a time."""
-    masses = alpha * totals.counts / totals.n + (1.0 - alpha) * totals.sums / totals.total
-    draws = allocate_draws(masses, m, seed)
-    parts = []
-    for i, key in enumerate(totals.keys):
-        if draws[i] == 0:
-            continue
-        s = store.read("sensitivities", [key], columns=["sensitivity"]).column("sensitivity").to_numpy()
-        p = alpha / totals.n + (1.0 - alpha) * s / totals.total
-        smp = draws_within_shard(p, int(draws[i]), m, seed, i)
-        parts.append((i, smp, _picked_rows(store, key, smp)))
-    return Picked(parts, totals.offsets)
-
-
-def sharded_uniform_sample(store, totals: ShardTotals, m: int, seed: int) -> Picked:
-    """A simple random sample of m of all n rows, a shard at a time."""
-    rows = allocate_uniform(totals.counts, m, seed)
-    parts = []
-    for i, key in enumerate(totals.keys):
-        smp = uniform_within_shard(int(totals.counts[i]), int(rows[i]), totals.n, m, seed, i)
-        if smp.indices.size:
-            parts.append((i, smp, _picked_rows(store, key, smp)))
-    return Picked(parts, totals.offsets)
-
-
-def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, method: str) -> Picked:
-    """Poisson sampling needs one scale c over all rows: holds one float per example (not the
-    embeddings), then fetches the picked rows shard by shard."""
-    s = np.concatenate([store.read("sensitivities", [k], columns=["sensitivity"]).column("sensitivity").to_numpy()
-                        for k in totals.keys])
-    sample = sample_by_sensitivity(defensive_probabilities(s, alpha), m, seed, method)
-    return _split_global(store, totals, sample)
-
-
-def stratified_sample(store, totals: ShardTotals, m: int, configured: float | None, pilot: pa.Table | None,
-                      pilot_rule: str, seed: int) -> tuple[Picked, float, str]:
-    """Systematic sampling along the clusters over all rows: holds one float and one cluster id
-    per example (not the embeddings), and the centroids to group clusters when m < k. alpha:
-    configured, else chosen on the labelled pilot, else 1 (proportional: never worse than uniform)."""
-    s, c, pilot_rows = [], [], []
-    wanted = pilot.column("example_id").combine_chunks() if pilot is not None else None
-    for i, key in enumerate(totals.keys):
-        t = store.read("sensitivities", [key], columns=["example_id", "sensitivity", "cluster_id"])
-        s.append(t.column("sensitivity").to_numpy())
-        c.append(t.column("cluster_id").to_numpy())
-        if wanted is not None:  # where each pilot example is, in the global row order
-            at = pc.index_in(wanted, value_set=t.column("example_id").combine_chunks()).to_numpy(zero_copy_only=False)
-            found = ~np.isnan(at.astype(np.float64))
-            pilot_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
-    s, c = np.concatenate(s), np.concatenate(c).astype(np.int64)
-    centroids, _ = load_centroids(store)
-    if configured is not None:
-        alpha, rule = float(configured), "configured"
-    elif pilot is None:
-        alpha, rule = 1.0, "proportional (no labelled pilot)"
-    else:
-        hits = np.concatenate(pilot_rows) if pilot_rows else np.zeros((0, 2), dtype=np.int64)
-        if hits.shape[0] != pilot.num_rows:
-            raise ValueError("pilot_losses: pilot examples are missing from sensitivities; "
-                             "re-materialize representative_losses")
-        order = np.argsort(hits[:, 0])
-        strata = strata_of(c, m, seed, centroids)
-        alpha = choose_stratified_alpha(hits[order, 1], pilot.column("loss").to_numpy(), s, strata, m, seed)
-        rule = pilot_rule
-    sample = stratified_sensitivity_sample(s, c, m, seed, alpha=alpha, centroids=centroids)
-    return _split_global(store, totals, sample), alpha, rule
-
-
-def _split_global(store, totals: ShardTotals, sample: WeightedSample) -> Picked:
-    parts = []
-    for i, key in enumerate(totals.keys):
-        lo, hi = totals.offsets[i], totals.offsets[i] + totals.counts[i]
-        sel = (sample.indices >= lo) & (sample.indices < hi)
-        if sel.any():
-            smp = WeightedSample(sample.indices[sel] - lo, sample.weights[sel], sample.probabilities[sel],
-                                 sample.draws[sel])
-            parts.append((i, smp, _picked_rows(store, key, smp)))
-    return Picked(parts, totals.offsets)
-
-
-def _adaptive_sample(store, keys, ids, cluster_ids, m, config) -> tuple[WeightedSample, dict]:
-    assign = read_shards(store, "cluster_assignments", keys, columns=["example_id", "sq_distance"])
-    raw = read_shards(store, "raw_examples", keys, columns=["example_id", "label"])
-    if raw.column("label").null_count:
-        raise ValueError("subsets.sampling='adaptive': every example needs a label (the probe is fit on the pilot)")
-    emb = read_shards(store, "embeddings", keys, columns=["example_id", "embedding"])
-    if not (assign.column("example_id").equals(ids) and emb.column("example_id").equals(ids)):
-        raise ValueError("subsets.sampling='adaptive': embeddings and assignments do not cover the same examples")
-    fit = probe_fit_scorer(embedding_matrix(emb.column("embedding")), raw.column("label").to_pylist())
-    sample, info = adaptive_sensitivity_sample(
-        cluster_ids, assign.column("sq_distance").to_numpy(), m, config.seed, fit, rounds=config.rounds,
-        alpha="auto" if config.alpha is None else config.alpha)
-    return sample, {"alpha": info.alpha, "rounds": config.rounds, "round_sizes": MetadataValue.json(list(info.round_sizes)),
-                    "lambda_adaptive": info.lam, "lambda_source": info.lambda_source,
-                    "model_inferences": info.model_inferences}
-
-
-def version_name(run_id: str) -> str:
-    """A subset version: UTC time (sorts in write order) and the run that wrote it."""
-    return f"{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{run_id[:8]}"
-
-
-def subset_rows(picked: Picked, m: int, seed: int, method: str, run: str) -> pa.Table:
-    sample = picked.sample
-    k = sample.indices.size
-    return pa.table({
-        "example_id": picked.ids,
-        "weight": pa.array(sample.weights),
-        "probability": pa.array(sample.probabilities),
-        "draws": pa.array(sample.draws),
-        "cluster_id": pa.array(picked.clusters.astype(np.int32)),
-        "budget": pa.array(np.full(k, m, dtype=np.int64)),
-        "seed": pa.array(np.full(k, seed, dtype=np.int64)),
-        "sampling": pa.array([method] * k, pa.string()),
-        "run": pa.array([run] * k, pa.string()),
-    })
-
-
-def subset_summary(picked: Picked, clusters_present: int) -> dict:
-    sample = picked.sample
-    w = sample.weights
-    covered = np.unique(picked.clusters).size
-    return {
-        "rows": int(sample.indices.size),
-        "draws": int(sample.draws.sum()),
-        "weight_sum": float(w.sum()),
-        "effective_sample_size": float(w.sum() ** 2 / np.sum(w**2 / np.maximum(sample.draws, 1))),
-        "clusters_covered": f"{covered}/{clusters_present}",
-        "max_weight": float(w.max()),
-    }
 
 
 @multi_asset(
@@ -314,27 +67,8 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     totals = ShardTotals(store, keys, losses_version, k, pilot_ids, log=context.log.info)
     n = totals.n
     m = resolve_budget(n, config.budget, config.budget_fraction)
-    if config.sampling == "adaptive":
-        sens = read_shards(store, "sensitivities", keys, columns=["example_id", "cluster_id"])
-        ids, cluster_ids = sens.column("example_id"), sens.column("cluster_id").to_numpy().astype(np.int64)
-        sample, adaptive_meta = _adaptive_sample(store, keys, ids, cluster_ids, m, config)
-        alpha, alpha_rule = adaptive_meta.pop("alpha"), "auto (adaptive pilot)"
-        sens_picked = picked_from_arrays(sample, ids, cluster_ids)
-    elif config.sampling == "stratified":
-        adaptive_meta = {}
-        sens_picked, alpha, alpha_rule = stratified_sample(store, totals, m, config.alpha, pilot, pilot_rule,
-                                                           config.seed)
-    else:
-        adaptive_meta = {}
-        alpha, alpha_rule = _alpha(config.alpha, pilot, pilot_rule, totals)
-        defensive_probabilities(np.ones(1), alpha)  # validates alpha before any draw or write
-        if alpha == 1.0 and config.sampling == "with_replacement":
-            # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
-            sens_picked = sharded_uniform_sample(store, totals, m, config.seed)
-        elif config.sampling == "with_replacement":
-            sens_picked = sharded_sensitivity_sample(store, totals, m, alpha, config.seed)
-        else:
-            sens_picked = global_sample(store, totals, m, alpha, config.seed, config.sampling)
+    sens_picked, alpha, alpha_rule, adaptive_meta = draw_sensitivity_subset(
+        store, totals, m, config.sampling, config.alpha, pilot, pilot_rule, config.seed, config.rounds)
     unif_picked = sharded_uniform_sample(store, totals, m, config.seed)
 
     version = version_name(context.run.run_id)

@@ -32,7 +32,7 @@ from .representatives import nearest_members_per_cluster
 from .sampling import WeightedSample
 from .scorers import check_losses
 from .sensitivity import balanced_lambda, check_sq_dist, check_z, distance_term
-from .validation import check_budget
+from .validation import check_budget, check_fraction
 
 # Chosen from the sweep in benchmarks/robust_sensitivity.py (results/robust_sensitivity.txt): see
 # the note in `defensive_probabilities`.
@@ -40,18 +40,6 @@ DEFAULT_ALPHA = 0.5
 # alpha="auto" in adaptive_sensitivity_sample picks from this grid on the pilot (1.0 = uniform).
 ALPHA_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 AUTO_ALPHA_CAUTION = 1.0
-
-
-def _check_fraction(value, name: str, *, low_open: bool, high_open: bool) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = np.isfinite(value) and (value > 0 if low_open else value >= 0) and (
-            value < 1 if high_open else value <= 1)
-    if not ok:
-        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
-        raise ValueError(f"{name}: must be a number in {interval}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +82,7 @@ def defensive_probabilities(sensitivities, alpha: float = DEFAULT_ALPHA) -> np.n
     sensitivities: finite and >= 0, with a positive sum; zeros are allowed when alpha > 0 (those
     rows keep probability alpha/n). alpha: in [0, 1]; 0 is plain sensitivity sampling, 1 uniform.
     """
-    alpha = _check_fraction(alpha, "alpha", low_open=False, high_open=False)
+    alpha = check_fraction(alpha, "alpha", low_open=False, high_open=False)
     s = np.asarray(sensitivities, dtype=np.float64)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"sensitivities: expected a non-empty 1-d array, got shape {s.shape}")
@@ -155,7 +143,7 @@ def holder_lambda(pilot_losses, pilot_rep_losses, pilot_sq_dist, z: float = 2.0,
     back on their own default (balanced_lambda in sensitivity.py); with alpha > 0 the defensive
     mixture keeps every probability positive anyway.
     """
-    quantile = _check_fraction(quantile, "quantile", low_open=True, high_open=False)
+    quantile = check_fraction(quantile, "quantile", low_open=True, high_open=False)
     res, dz = _pilot_arrays(pilot_losses, pilot_rep_losses, pilot_sq_dist, z)
     keep = dz > 0
     if not keep.any():
@@ -238,7 +226,7 @@ def choose_alpha_from_totals(pilot_losses, pilot_sensitivities, n: int, total: f
                              grid: Sequence[float] = ALPHA_GRID, caution: float = AUTO_ALPHA_CAUTION) -> float:
     """choose_alpha given only the population's size n and sensitivity total (all it needs of
     the population), so a sharded caller never holds every sensitivity."""
-    grid = [_check_fraction(a, "grid", low_open=False, high_open=False) for a in grid]
+    grid = [check_fraction(a, "grid", low_open=False, high_open=False) for a in grid]
     l = np.asarray(pilot_losses, dtype=np.float64)
     sp = np.asarray(pilot_sensitivities, dtype=np.float64)
     if sp.shape != l.shape:
@@ -379,7 +367,7 @@ def adaptive_sensitivity_sample(
     Returns the WeightedSample (probabilities: the last round's per-draw p_i for its rows, 1.0
     for rows chosen in earlier rounds, which T_C includes with certainty) and an AdaptiveInfo.
     """
-    pilot_share = _check_fraction(pilot_share, "pilot_share", low_open=False, high_open=False)
+    pilot_share = check_fraction(pilot_share, "pilot_share", low_open=False, high_open=False)
     ids = np.asarray(cluster_ids, dtype=np.int64)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError(f"cluster_ids: expected a non-empty 1-d array, got shape {ids.shape}")
@@ -395,9 +383,9 @@ def adaptive_sensitivity_sample(
     rounds = int(rounds)
     if m < rounds:
         raise ValueError(f"budget: {m} is less than one draw per round (rounds={rounds})")
-    pilot_fraction = _check_fraction(pilot_fraction, "pilot_fraction", low_open=True, high_open=True)
+    pilot_fraction = check_fraction(pilot_fraction, "pilot_fraction", low_open=True, high_open=True)
     if alpha != "auto":
-        alpha = _check_fraction(alpha, "alpha", low_open=False, high_open=False)
+        alpha = check_fraction(alpha, "alpha", low_open=False, high_open=False)
     if lam is not None and lam != "balanced" and (
             isinstance(lam, (str, bool)) or not np.isfinite(lam) or lam < 0):
         raise ValueError(f"lam: must be a finite number >= 0, 'balanced' or None, got {lam!r}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import check_budget
+from .validation import check_budget, check_nonnegative
 
 SAMPLING_METHODS = ("with_replacement", "poisson", "poisson_hajek")
 POISSON_WEIGHTINGS = ("ratio", "hajek")
@@ -29,11 +29,9 @@ class WeightedSample:
 
 
 def _check_probabilities(p) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 1 or p.size == 0:
-        raise ValueError(f"probabilities: expected a non-empty 1-d array, got shape {p.shape}")
-    if not np.isfinite(p).all() or (p < 0).any():
-        raise ValueError("probabilities: must be finite and >= 0")
+    p = check_nonnegative(p, "probabilities", "probability")
+    if p.size == 0:
+        raise ValueError("probabilities: expected a non-empty 1-d array, got shape (0,)")
     total = p.sum()
     if not np.isclose(total, 1.0, rtol=1e-6, atol=1e-9):
         raise ValueError(f"probabilities: must sum to 1, got {total!r}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from .validation import as_embedding_matrix
+from .validation import as_embedding_matrix, check_nonnegative
 
 
 @dataclass
@@ -123,14 +123,9 @@ def load_scorer_function(path: str) -> Callable:
 
 
 def check_losses(values, expected: int, name: str = "scorer_function") -> np.ndarray:
-    try:
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: returned something that is not numbers: {exc}") from exc
+    v = check_nonnegative(np.ravel(values) if np.ndim(values) else values, name, "loss")
     if v.size != expected:
         raise ValueError(f"{name}: returned {v.size} losses for {expected} representatives")
-    if not np.isfinite(v).all() or (v < 0).any():
-        raise ValueError(f"{name}: losses must be finite and >= 0")
     return v
 
 

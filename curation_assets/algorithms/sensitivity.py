@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import check_nonnegative
+
 
 def distance_term(sq_dist, z: float) -> np.ndarray:
     """d^z computed from squared distances, without a square root when z == 2."""
@@ -31,23 +33,12 @@ def check_z(z: float) -> float:
 
 
 def check_cluster_losses(cluster_losses) -> np.ndarray:
-    v = np.asarray(cluster_losses, dtype=np.float64)
-    if v.ndim != 1:
-        raise ValueError(f"cluster_losses: expected a 1-d array, got shape {v.shape}")
-    if not np.isfinite(v).all() or (v < 0).any():
-        raise ValueError("cluster_losses: every representative loss must be finite and >= 0")
-    return v
+    return check_nonnegative(cluster_losses, "cluster_losses", "representative loss")
 
 
 def check_sq_dist(sq_dist, cluster_ids) -> np.ndarray:
     """Squared distances: one finite value >= 0 per example (same shape as cluster_ids)."""
-    sq = np.asarray(sq_dist, dtype=np.float64)
-    ids_shape = np.shape(cluster_ids)
-    if sq.shape != ids_shape:
-        raise ValueError(f"sq_dist: expected one value per example, shape {ids_shape}, got {sq.shape}")
-    if not np.isfinite(sq).all() or (sq < 0).any():
-        raise ValueError("sq_dist: every squared distance must be finite and >= 0")
-    return sq
+    return check_nonnegative(sq_dist, "sq_dist", "squared distance", shape=np.shape(cluster_ids))
 
 
 def balanced_lambda(cluster_losses, cluster_ids, sq_dist, z: float = 2.0) -> float:

@@ -31,6 +31,34 @@ def as_embedding_matrix(x, name: str = "embeddings", dim: int | None = None, dty
     return arr
 
 
+def check_fraction(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
+    """A share or probability: a finite number in [0, 1], either end open when asked."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and (value > 0 if low_open else value >= 0) and (
+            value < 1 if high_open else value <= 1)
+    if not ok:
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise ValueError(f"{name}: must be a number in {interval}, got {value!r}")
+    return value
+
+
+def check_nonnegative(values, name: str, what: str, shape: tuple | None = None) -> np.ndarray:
+    """A 1-d float64 array (of `shape`, when given) whose every entry is finite and >= 0."""
+    try:
+        v = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: not numbers ({exc})") from None
+    if shape is not None and v.shape != tuple(shape):
+        raise ValueError(f"{name}: expected one value per example, shape {tuple(shape)}, got {v.shape}")
+    if v.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-d array, got shape {v.shape}")
+    if not np.isfinite(v).all() or (v < 0).any():
+        raise ValueError(f"{name}: every {what} must be finite and >= 0")
+    return v
+
+
 def check_whole_number(value, name: str, minimum: int = 1) -> int:
     """A count (of clusters, iterations, rows...) must be a finite whole number >= minimum."""
     if (

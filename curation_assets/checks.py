@@ -105,10 +105,10 @@ def cluster_assignments_drift(store: CurationStore, drift: DriftPolicy) -> Asset
 EMBEDDINGS_OK = "coalesce(list_bool_and(list_transform(embedding, lambda x: coalesce(isfinite(x), false))), false)"
 
 
-def stored_vector_report(store: CurationStore, shard: str | None) -> tuple[dict, int, int]:
+def stored_vector_report(store: CurationStore, scope: list[str] | None) -> tuple[dict, int, int]:
     """({dimension: rows} over every stored shard, vectors with NaN/inf or null, rows read): the
-    vectors of `shard` only, dimensions from the other shards' footers; every row if shard is None."""
-    if shard is None:
+    vectors of the shards in `scope` only, dimensions from every shard's footer; every row if None."""
+    if scope is None:
         rows = store.query(
             f"SELECT len(embedding) AS dimension, count(*) AS n, count(*) FILTER (WHERE NOT {EMBEDDINGS_OK}) AS bad "
             "FROM embeddings GROUP BY 1 ORDER BY 2 DESC, 1"
@@ -123,9 +123,13 @@ def stored_vector_report(store: CurationStore, shard: str | None) -> tuple[dict,
         else:  # a variable-size list: its length is in the data
             d = int(embedding_matrix(store.read("embeddings", [key], ["embedding"]).column("embedding")).shape[1])
         dims[d] = dims.get(d, 0) + store.row_count("embeddings", key)
-    col = store.read("embeddings", [shard], ["embedding"]).column("embedding")
-    valid = col.drop_null() if col.null_count else col
-    return dims, col.null_count + int((~np.isfinite(embedding_matrix(valid)).all(axis=1)).sum()), len(col)
+    non_finite = checked = 0
+    for key in scope:  # a shard at a time: memory holds one shard's vectors
+        col = store.read("embeddings", [key], ["embedding"]).column("embedding")
+        valid = col.drop_null() if col.null_count else col
+        non_finite += col.null_count + int((~np.isfinite(embedding_matrix(valid)).all(axis=1)).sum())
+        checked += len(col)
+    return dims, non_finite, checked
 
 
 @asset_check(asset="embeddings", blocking=True,
@@ -135,12 +139,14 @@ def stored_vector_report(store: CurationStore, shard: str | None) -> tuple[dict,
                          "footers (linear in the shards over a backfill); called alone it scans every stored row.")
 def embeddings_are_finite_and_of_one_dimension(context: AssetCheckExecutionContext,
                                                store: CurationStore) -> AssetCheckResult:
-    shard = context.partition_key if context.has_partition_key else None
-    dims, non_finite, checked = stored_vector_report(store, shard)
+    # The shards this run wrote; called alone (no partition), every stored row.
+    scope = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else None
+    dims, non_finite, checked = stored_vector_report(store, scope)
     return AssetCheckResult(
         passed=bool(dims) and non_finite == 0 and len(dims) == 1 and None not in dims,
         metadata={"rows_checked": checked, "non_finite_vectors": int(non_finite),
-                  "scope": f"shard {shard} (dimensions: every shard)" if shard else "every stored row",
+                  "scope": f"shard(s) {', '.join(scope[:5])}{' ...' if len(scope) > 5 else ''} (dimensions: "
+                           "every shard)" if scope else "every stored row",
                   "dimensions": ", ".join(f"{d} ({n} rows)" for d, n in dims.items()) or "none stored"},
     )
 

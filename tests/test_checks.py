@@ -76,9 +76,9 @@ def test_every_new_check_ran_in_the_pipeline_and_passed(good):
     for name in NEW:
         assert evaluations[name].passed, (name, _md(evaluations[name]))
     emb = _md(evaluations["embeddings_are_finite_and_of_one_dimension"])
-    # in a shard's run: that shard's 30 vectors, and every stored shard's dimension
-    assert (emb["rows_checked"], emb["non_finite_vectors"], emb["dimensions"]) == (30, 0, "8 (60 rows)")
-    assert emb["scope"].startswith("shard ")
+    # in the run over both shards: the vectors of the shards it wrote, and every stored shard's dimension
+    assert (emb["rows_checked"], emb["non_finite_vectors"], emb["dimensions"]) == (60, 0, "8 (60 rows)")
+    assert emb["scope"].startswith("shard(s) ")
     size = _md(evaluations["subset_size_is_as_asked"])
     assert (size["budget"], size["draws"], size["sampling"]) == (12, 12, "stratified")  # the default sampler
     assert {c.check_key.name for c in all_checks} >= set(NEW)
@@ -105,8 +105,9 @@ def test_non_finite_vector_fails_called_alone_and_in_its_shards_run(good, tmp_pa
     assert not result.passed and _md(result)["non_finite_vectors"] == 2
     assert _md(result)["scope"] == "every stored row"
     # what a run for one shard reads: that shard's vectors, every shard's dimension
-    assert stored_vector_report(store, "b") == ({8: 60}, 2, 30)
-    assert stored_vector_report(store, "a") == ({8: 60}, 0, 30)
+    assert stored_vector_report(store, ["b"]) == ({8: 60}, 2, 30)
+    assert stored_vector_report(store, ["a"]) == ({8: 60}, 0, 30)
+    assert stored_vector_report(store, ["a", "b"]) == ({8: 60}, 2, 60)
 
 
 def test_a_shard_of_another_dimension_blocks_downstream(good, tmp_path):

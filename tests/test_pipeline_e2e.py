@@ -42,9 +42,12 @@ def _db(store):
 
 def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
     instance, store, _, results = pipeline
-    # one run per shard for each of the 4 per-shard assets, one for each of the 8 global ones
-    assert len(results) == 4 * 2 + 8
+    # one run over both shards for each of the 4 per-shard assets, one for each of the 8 global ones
+    assert len(results) == 4 + 8
     assert all(r.success for r in results)
+    per_shard = [r for r in results if r.dagster_run.tags.get("dagster/asset_partition_range_start")]
+    assert len(per_shard) == 4 and all(r.dagster_run.tags["dagster/asset_partition_range_end"] == "bbc-1"
+                                       for r in per_shard)
     with _db(store) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"raw_examples", "embeddings", "centroids", "cluster_assignments", "representative_losses",
@@ -54,6 +57,12 @@ def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
     from dagster import AssetKey
     assert ev(AssetKey("sensitivity_subset")).asset_materialization.metadata["budget"].value == 10
     assert set(instance.get_materialized_partitions(AssetKey("embeddings"))) == {"bbc-0", "bbc-1"}
+    # each shard's materialization carries that shard's own metadata, though one run made both
+    records = instance.fetch_materializations(AssetKey("raw_examples"), limit=10).records
+    rows = {r.partition_key: r.asset_materialization.metadata["dagster/row_count"].value for r in records}
+    with _db(store) as con:
+        stored = dict(con.execute("SELECT shard, count(*) FROM raw_examples GROUP BY shard").fetchall())
+    assert rows == stored
 
 
 def test_without_an_evaluation_the_recommended_subset_is_the_default_and_says_so(pipeline):

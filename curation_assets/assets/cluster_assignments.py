@@ -40,7 +40,12 @@ def assign_with_progress(x: np.ndarray, c: np.ndarray, device, label: str, log) 
 )
 def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
                         compute: ComputeDevice) -> MaterializeResult:
-    shard = context.partition_key
+    for shard in context.partition_keys:  # one shard, or a range of them in one run
+        context.add_asset_metadata(_assign_shard(context, store, compute, shard), partition_key=shard)
+    return MaterializeResult()
+
+
+def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute: ComputeDevice, shard: str) -> dict:
     c, version = load_centroids(store)
     provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
     emb = store.read("embeddings", [shard])
@@ -68,19 +73,17 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
     }), shard)
     store.write("cluster_assignments", table, shard, provenance=provenance)
     counts = np.bincount(labels, minlength=c.shape[0])
-    return MaterializeResult(
-        metadata={
-            "dagster/row_count": len(labels),
-            "kmeans_cost": float(sq_dist.astype(np.float64).sum()),
-            "mean_sq_distance": float(sq_dist.mean()),
-            "clusters_present": int((counts > 0).sum()),
-            "centroids_version": version,
-            "device": device,
-            "assign_backend": backend,
-            "drift_cost_ratio": drift.cost_ratio,
-            "drift_share_shift": drift.share_shift,
-            "drift_share_shift_noise": drift.share_shift_noise,
-            "members_per_cluster": bars(np.arange(c.shape[0]), counts, f"members per cluster, shard {shard}", "members"),
-            "sq_distance": histogram(sq_dist, f"squared distance to centroid, shard {shard}", "squared distance"),
-        }
-    )
+    return {
+        "dagster/row_count": len(labels),
+        "kmeans_cost": float(sq_dist.astype(np.float64).sum()),
+        "mean_sq_distance": float(sq_dist.mean()),
+        "clusters_present": int((counts > 0).sum()),
+        "centroids_version": version,
+        "device": device,
+        "assign_backend": backend,
+        "drift_cost_ratio": drift.cost_ratio,
+        "drift_share_shift": drift.share_shift,
+        "drift_share_shift_noise": drift.share_shift_noise,
+        "members_per_cluster": bars(np.arange(c.shape[0]), counts, f"members per cluster, shard {shard}", "members"),
+        "sq_distance": histogram(sq_dist, f"squared distance to centroid, shard {shard}", "squared distance"),
+    }

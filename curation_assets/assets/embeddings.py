@@ -38,7 +38,12 @@ def encode_with_progress(embedder: SentenceEmbedder, texts: list[str], label: st
     description="One vector per example: the embedder's output, or the validated precomputed vectors.",
 )
 def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore) -> MaterializeResult:
-    shard = context.partition_key
+    for shard in context.partition_keys:  # one shard, or a range of them in one run
+        context.add_asset_metadata(_embed_shard(context, embedder, store, shard), partition_key=shard)
+    return MaterializeResult()
+
+
+def _embed_shard(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore, shard: str) -> dict:
     # Read only what this shard needs: its vectors when the source carries them, else its texts.
     stored = store.schema("raw_examples", shard).names
     raw = store.read("raw_examples", [shard], columns=["example_id", "embedding" if "embedding" in stored else "text"])
@@ -67,16 +72,14 @@ def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store
     # Float data barely compresses; uncompressed Parquet reads and writes near disk speed.
     store.write("embeddings", table, shard, compression="none", provenance=provenance)
     norms = np.linalg.norm(vectors, axis=1)
-    return MaterializeResult(
-        metadata={
-            "dagster/row_count": raw.num_rows,
-            "dimension": int(vectors.shape[1]),
-            "model": model,
-            "device": device,
-            "normalized": bool(embedder.normalize) if model != "precomputed" else False,
-            "seconds": round(seconds, 3),
-            "examples_per_second": round(raw.num_rows / max(seconds, 1e-9), 1),
-            **{k: v for k, v in precision_meta.items() if v is not None},
-            "norms": histogram(norms, f"embedding norms, shard {shard}", "L2 norm"),
-        }
-    )
+    return {
+        "dagster/row_count": raw.num_rows,
+        "dimension": int(vectors.shape[1]),
+        "model": model,
+        "device": device,
+        "normalized": bool(embedder.normalize) if model != "precomputed" else False,
+        "seconds": round(seconds, 3),
+        "examples_per_second": round(raw.num_rows / max(seconds, 1e-9), 1),
+        **{k: v for k, v in precision_meta.items() if v is not None},
+        "norms": histogram(norms, f"embedding norms, shard {shard}", "L2 norm"),
+    }

@@ -19,7 +19,12 @@ from ..shard_admission import ADMITTED_TAG, Admission, current_shards, raw_prove
     description="Examples of one shard: a stable id, the text, an optional label, and the shard.",
 )
 def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: CurationStore) -> MaterializeResult:
-    shard = context.partition_key
+    for shard in context.partition_keys:  # one shard, or a range of them in one run
+        context.add_asset_metadata(_load_shard(context, source, store, shard), partition_key=shard)
+    return MaterializeResult()
+
+
+def _load_shard(context: AssetExecutionContext, source: ExampleSource, store: CurationStore, shard: str) -> dict:
     admitted = context.run.tags.get(ADMITTED_TAG) == "1"  # a run the pipeline planned was admitted as a whole
     if admitted and take_staged(source, store, shard):  # admit() loaded, checked and staged it: moved in place
         precomputed = "embedding" in store.schema("raw_examples", shard).names
@@ -53,4 +58,4 @@ def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: C
             )
         ),
     }
-    return MaterializeResult(metadata=meta)
+    return meta

@@ -37,10 +37,8 @@ class SensitivityConfig(Config):
     description="s_i = v_a(i) + lambda * d_i^z per example; the DuckDB view adds p_i = s_i / sum(s).",
 )
 def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, store: CurationStore) -> MaterializeResult:
-    shard = context.partition_key
     z = check_z(config.z)
     losses, v, losses_version, centroids_version = load_losses(store)
-    provenance = lineage.expected(store, "sensitivities", shard, [shard], config, run=context.run.run_id)
     # Empty clusters have no representative and no members; any value keeps the formula defined.
     v = np.nan_to_num(v, nan=0.0)
     if config.lambda_ is None and z == 2.0:
@@ -62,6 +60,15 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         lambda_rule = "balanced"
     else:
         lam, lambda_rule = float(config.lambda_), "configured"
+    for shard in context.partition_keys:  # one shard, or a range of them in one run
+        provenance = lineage.expected(store, "sensitivities", shard, [shard], config, run=context.run.run_id)
+        meta = _score_shard(store, shard, v, lam, z, centroids_version, losses_version, provenance)
+        context.add_asset_metadata({**meta, "lambda_rule": lambda_rule}, partition_key=shard)
+    return MaterializeResult()
+
+
+def _score_shard(store: CurationStore, shard: str, v: np.ndarray, lam: float, z: float, centroids_version: str,
+                 losses_version: str, provenance: dict) -> dict:
     assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
                          expected_version=centroids_version, upstream="centroids (than representative_losses)")
     a = assign.column("cluster_id").to_numpy().astype(np.int64)
@@ -80,15 +87,12 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         "losses_version": pa.array([losses_version] * n, pa.string()),
     })
     store.write("sensitivities", table, shard, provenance=provenance)
-    return MaterializeResult(
-        metadata={
-            "dagster/row_count": n,
-            "lambda": lam,
-            "lambda_rule": lambda_rule,
-            "z": z,
-            "shard_sensitivity_total": float(s.sum()),
-            "loss_term_share": float(loss_term.sum() / s.sum()),
-            "max_over_mean": float(s.max() / s.mean()),
-            "sensitivity": histogram(s, f"sensitivity, shard {shard}", "s_i"),
-        }
-    )
+    return {
+        "dagster/row_count": n,
+        "lambda": lam,
+        "z": z,
+        "shard_sensitivity_total": float(s.sum()),
+        "loss_term_share": float(loss_term.sum() / s.sum()),
+        "max_over_mean": float(s.max() / s.mean()),
+        "sensitivity": histogram(s, f"sensitivity, shard {shard}", "s_i"),
+    }

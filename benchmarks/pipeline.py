@@ -22,8 +22,6 @@ from pathlib import Path
 
 from _report import emit, format_table
 
-ASSET_STEPS = ["raw_examples", "embeddings", "centroids", "cluster_assignments", "representative_losses",
-               "sensitivities", "subsets"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             steps, run_total, step_total = _step_times(instance, [r.run_id for r in results])
         cpu_s, load_after = time.process_time() - cpu0, os.getloadavg()[0]
         texts = store.read("raw_examples", columns=["text"]).column("text").to_pylist()
+        shards_run = len(store.partitions("raw_examples"))
 
         log(f"baseline: {args.rounds} alternating rounds of model.encode / SentenceEmbedder.encode")
         n = len(texts)
@@ -124,11 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         embedder = SentenceEmbedder(compute=compute)
         plain_s, wrap_s, max_diff = _encode_baseline(embedder, sample, args.rounds)
 
+    from curation_assets import graph
+
+    asset_steps = graph.ops()  # step keys are op names; the rest are asset checks
     rows = []
-    for key in [*ASSET_STEPS, *sorted(set(steps) - set(ASSET_STEPS))]:
+    for key in [*asset_steps, *sorted(set(steps) - set(asset_steps))]:
         if key in steps:
             runs, seconds, _ = steps[key]
-            name, rate = (key, f"{n / seconds:.0f}") if key in ASSET_STEPS else (f"check: {key}", "")
+            name, rate = (key, f"{n / seconds:.0f}") if key in asset_steps else (f"check: {key}", "")
             rows.append([name, runs, f"{seconds:.2f}", f"{seconds / total:.1%}", rate])
     for name, seconds in [("Dagster, inside runs but outside steps", run_total - step_total),
                           ("Dagster, between runs (materialize setup)", total - run_total)]:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     base_rows = [[name, k, f"{s:.2f}", f"{k / s:.1f}", f"{s / (k * per_text):.2f}"] for name, k, s in base]
     out = "\n".join([
-        f"Pipeline benchmark: n={n} examples in {steps['raw_examples'][0]} shards, "
+        f"Pipeline benchmark: n={n} examples in {shards_run} shards, "
         f"{len(results)} Dagster runs, device {embedder.device}, torch threads {torch.get_num_threads()}, "
         f"max_examples_per_shard={args.max_examples_per_shard}",
         f"process CPU time during the pipeline {cpu_s:.0f} s ({cpu_s / total:.2f} cores busy); "

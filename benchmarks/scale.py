@@ -91,9 +91,12 @@ def run(folder: Path, db: Path, evaluate: bool = False) -> dict:
                                log_level="ERROR", extras=False, evaluate=evaluate)
         for r in results:
             stats = instance.get_run_stats(r.run_id)
+            seen = set()  # a run over a range of shards records one materialization per shard: count it once
             for ev in r.get_asset_materialization_events():
                 key = ev.event_specific_data.materialization.asset_key.to_user_string()
-                stages[key] = stages.get(key, 0.0) + (stats.end_time - stats.start_time)
+                if key not in seen:
+                    stages[key] = stages.get(key, 0.0) + (stats.end_time - stats.start_time)
+                    seen.add(key)
                 if key == "centroids":
                     md = ev.event_specific_data.materialization.metadata
                     meta = {k: md[k].value for k in ("gflops", "seconds", "n_clusters", "training_sample_size")}

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import pydantic
 from dagster import DagsterInstance, materialize
+# The run tags that make one run materialise a range of partitions (what Dagster's own single-run
+# backfills set); not re-exported at the top level of dagster 1.13.
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG as RANGE_END
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG as RANGE_START
 
@@ -180,9 +182,9 @@ def run_pipeline(
     policy = resources.get("drift") or DriftPolicy()
     shard_keys = source.list_shards()
     # The instance must serve this store (one line if it serves another) before anything is staged.
-    claim_instance(instance, store)
-    for op in pipeline_order(extras, evaluate):  # every setting within its bounds before anything runs
+    for op in pipeline_order(extras, evaluate):  # every setting within its bounds before anything is touched
         config_object(op, config)
+    claim_instance(instance, store)
     # Nothing is registered, retired or written before every shard to (re)load fits the store.
     loading = list(shard_keys) if force else stale_partitions("raw_examples", store, shard_keys, config, resources,
                                                                  policy)

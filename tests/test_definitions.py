@@ -7,7 +7,7 @@ from curation_assets import graph
 from curation_assets.assets.centroids import CentroidsConfig
 from curation_assets.definitions import GPU_STEPS, PARTITIONED_ASSETS, backfill_shards, defs
 from curation_assets.partitions import shards
-from curation_assets.pipeline import pipeline_order
+from curation_assets.pipeline import partition_runs, pipeline_order
 
 MAPPING = {IdentityPartitionMapping: "same", AllPartitionMapping: "all"}
 
@@ -114,3 +114,13 @@ def test_checks_jobs_and_sensor_are_registered():
     assert defs.resolve_schedule_def("daily_refresh").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("refit_on_drift").job_name == "refresh_stale"
     assert defs.resolve_sensor_def("register_new_shards").name == "register_new_shards"
+
+
+def test_stale_shards_run_as_ranges_of_consecutive_registered_partitions():
+    registered = ["a", "b", "c", "d", "e"]
+    assert partition_runs(["a", "b", "c", "d", "e"], registered) == [("a", "e")]
+    assert partition_runs(["e", "a", "b", "d"], registered) == [("a", "b"), ("d", "e")]  # registered order
+    assert partition_runs(["c"], registered) == [("c", "c")]
+    assert partition_runs([None], registered) == [(None, None)]  # a global asset: one run
+    with pytest.raises(ValueError, match=r"shards: \['z'\] are not registered"):
+        partition_runs(["a", "z"], registered)

@@ -57,7 +57,10 @@ class Admission:
         self.source, self.store = source, store
         self.staying = [k for k in staying if store.exists(RAW, k)]
         self.types: dict[str, pa.DataType | None] = {k: vector_type(store.schema(RAW, k)) for k in self.staying}
-        self.incoming: dict[str, pa.Array] = {}
+        # Every id seen so far, with its shard: each shard is checked in one join, not one per other shard.
+        self.seen = duckdb.connect()
+        self.seen.execute("CREATE TABLE seen (example_id VARCHAR, shard VARCHAR)")
+        self.stored_loaded = False
 
     def check(self, shard: str, table: pa.Table) -> None:
         """Raise a one-line ValueError if `table` (shard `shard`, validated alone) does not fit the
@@ -80,44 +83,47 @@ class Admission:
                 "shards: " + ", ".join(f"{i!r} (shard {s})" for i, s in dups)
                 + "; ids must be unique across all files of the source")
         self.types[shard] = mine
-        self.incoming[shard] = ids
+        self.seen.execute("DELETE FROM seen WHERE shard = ?", [shard])
+        self.seen.execute("INSERT INTO seen SELECT example_id, ? FROM ids", [shard])
 
     def _duplicates(self, shard: str, ids: pa.Array) -> list[tuple[str, str]]:
-        with duckdb.connect() as con:
-            con.register("ids", pa.table({"example_id": ids}))
-            found = []
-            for key, other in self.incoming.items():
-                if key != shard:
-                    con.register("other", pa.table({"example_id": other}))
-                    found += [(i, key) for (i,) in con.execute(
-                        "SELECT example_id FROM ids JOIN other USING (example_id) ORDER BY 1 LIMIT 5").fetchall()]
-            stored = [k for k in self.staying if k != shard and k not in self.incoming]
-            for key in stored:
-                con.register("other", self.store.read(RAW, [key], columns=["example_id"]))
-                found += [(i, key) for (i,) in con.execute(
-                    "SELECT example_id FROM ids JOIN other USING (example_id) ORDER BY 1 LIMIT 5").fetchall()]
-                if len(found) >= 5:
-                    break
-        return found[:5]
+        if not self.stored_loaded:  # the ids of the stored shards that stay, read once
+            for key in self.staying:
+                self.seen.register("stored", self.store.read(RAW, [key], columns=["example_id"]))
+                self.seen.execute("INSERT INTO seen SELECT example_id, ? FROM stored", [key])
+            self.seen.unregister("stored")
+            self.stored_loaded = True
+        self.seen.register("ids", pa.table({"example_id": ids}))
+        return self.seen.execute("SELECT example_id, shard FROM ids JOIN seen USING (example_id) "
+                                 "WHERE shard <> ? ORDER BY 1, 2 LIMIT 5", [shard]).fetchall()
+
+    def close(self) -> None:
+        self.seen.close()
+
+    def __enter__(self) -> "Admission":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def admit(source: ExampleSource, store: CurationStore, loading: list[str], shards: list[str], *,
           stage: bool = False) -> None:
     """Load and validate every shard in `loading` and check each against the store's other
     current shards (`shards` minus `loading`) and against each other, before anything is written.
-    Holds one shard's rows at a time (and every incoming shard's ids). With `stage`, each checked
+    Holds one shard's rows at a time (and every shard's ids, in DuckDB). With `stage`, each checked
     shard is staged (`CurationStore.stage`, outside every view) for the admitted raw_examples run
     to promote instead of loading it again; a failure leaves nothing staged."""
     stage = stage and store.stages
     if stage:
         store.clear_staged()
-    admission = Admission(source, store, [k for k in shards if k not in loading])
     try:
-        for key in loading:
-            table = source.load_shard(key)
-            admission.check(key, table)
-            if stage:
-                store.stage(RAW, table, key, provenance=raw_provenance(source, key, table))
+        with Admission(source, store, [k for k in shards if k not in loading]) as admission:
+            for key in loading:
+                table = source.load_shard(key)
+                admission.check(key, table)
+                if stage:
+                    store.stage(RAW, table, key, provenance=raw_provenance(source, key, table))
     except BaseException:
         if stage:
             store.clear_staged()

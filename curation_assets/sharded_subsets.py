@@ -28,13 +28,13 @@ BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "unif
 
 class ShardTotals:
     """One pass over the sensitivities, a shard at a time: per-shard counts and sums, cluster
-    counts, and the sensitivities of the labelled pilot (all that sampling needs globally)."""
+    counts, and the sensitivities of the labelled holdout (all that sampling needs globally)."""
 
-    def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, pilot_ids: set,
+    def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, holdout_ids: set,
                  log=lambda _: None):
         self.keys, self.counts, self.sums = keys, [], []
         self.cluster_counts = np.zeros(k, dtype=np.int64)
-        self.pilot_s: dict[str, float] = {}
+        self.holdout_s: dict[str, float] = {}
         stale, params = [], {"lambda_": set(), "z": set()}
         progress = Progress(len(keys), "subsets: summing sensitivities", log, unit="shards")
         for key in keys:
@@ -48,11 +48,11 @@ class ShardTotals:
             self.counts.append(s.size)
             self.sums.append(float(s.sum()))
             self.cluster_counts += np.bincount(t.column("cluster_id").to_numpy(), minlength=k)
-            if pilot_ids:
+            if holdout_ids:
                 ids = t.column("example_id")
-                hit = np.flatnonzero(pc.is_in(ids, value_set=pa.array(sorted(pilot_ids), pa.string())).to_numpy(
+                hit = np.flatnonzero(pc.is_in(ids, value_set=pa.array(sorted(holdout_ids), pa.string())).to_numpy(
                     zero_copy_only=False))
-                self.pilot_s.update(zip(ids.take(pa.array(hit)).to_pylist(), s[hit].tolist()))
+                self.holdout_s.update(zip(ids.take(pa.array(hit)).to_pylist(), s[hit].tolist()))
             progress.update(1)
         if stale:
             raise ValueError(f"sensitivities: shard(s) {stale[:10]} were computed from an older "
@@ -70,19 +70,19 @@ class ShardTotals:
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
 
 
-def choose_alpha(configured: float | None, pilot: pa.Table | None, pilot_rule: str, totals: ShardTotals) -> tuple[float, str]:
-    """The configured alpha, else one chosen on the labelled pilot, else the fixed default."""
+def choose_alpha(configured: float | None, holdout: pa.Table | None, holdout_rule: str, totals: ShardTotals) -> tuple[float, str]:
+    """The configured alpha, else one chosen on the labelled holdout, else the fixed default."""
     if configured is not None:
         return float(configured), "configured"
-    if pilot is None:
-        return DEFAULT_ALPHA, pilot_rule
-    ids = pilot.column("example_id").to_pylist()
-    missing = [i for i in ids if i not in totals.pilot_s]
+    if holdout is None:
+        return DEFAULT_ALPHA, holdout_rule
+    ids = holdout.column("example_id").to_pylist()
+    missing = [i for i in ids if i not in totals.holdout_s]
     if missing:
-        raise ValueError(f"pilot_losses: pilot example(s) {missing[:5]} are not in sensitivities; "
+        raise ValueError(f"holdout_losses: example(s) {missing[:5]} are not in sensitivities; "
                          "re-materialize representative_losses")
-    sp = np.array([totals.pilot_s[i] for i in ids])
-    return choose_alpha_from_totals(pilot.column("loss").to_numpy(), sp, totals.n, totals.total), pilot_rule
+    sp = np.array([totals.holdout_s[i] for i in ids])
+    return choose_alpha_from_totals(holdout.column("loss").to_numpy(), sp, totals.n, totals.total), holdout_rule
 
 
 class Picked:
@@ -146,36 +146,36 @@ def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, m
     return _split_global(store, totals, sample)
 
 
-def stratified_sample(store, totals: ShardTotals, m: int, configured: float | None, pilot: pa.Table | None,
-                      pilot_rule: str, seed: int) -> tuple[Picked, float, str]:
+def stratified_sample(store, totals: ShardTotals, m: int, configured: float | None, holdout: pa.Table | None,
+                      holdout_rule: str, seed: int) -> tuple[Picked, float, str]:
     """Systematic sampling along the clusters over all rows: holds one float and one cluster id
     per example (not the embeddings), and the centroids to group clusters when m < k. alpha:
-    configured, else chosen on the labelled pilot, else 1 (proportional: never worse than uniform)."""
-    s, c, pilot_rows = [], [], []
-    wanted = pilot.column("example_id").combine_chunks() if pilot is not None else None
+    configured, else chosen on the labelled holdout, else 1 (proportional: never worse than uniform)."""
+    s, c, holdout_rows = [], [], []
+    wanted = holdout.column("example_id").combine_chunks() if holdout is not None else None
     for i, key in enumerate(totals.keys):
         t = store.read("sensitivities", [key], columns=["example_id", "sensitivity", "cluster_id"])
         s.append(t.column("sensitivity").to_numpy())
         c.append(t.column("cluster_id").to_numpy())
-        if wanted is not None:  # where each pilot example is, in the global row order
+        if wanted is not None:  # where each held-out example is, in the global row order
             at = pc.index_in(wanted, value_set=t.column("example_id").combine_chunks()).to_numpy(zero_copy_only=False)
             found = ~np.isnan(at.astype(np.float64))
-            pilot_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
+            holdout_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
     s, c = np.concatenate(s), np.concatenate(c).astype(np.int64)
     centroids, _ = load_centroids(store)
     if configured is not None:
         alpha, rule = float(configured), "configured"
-    elif pilot is None:
-        alpha, rule = 1.0, "proportional (no labelled pilot)"
+    elif holdout is None:
+        alpha, rule = 1.0, "proportional (no labelled holdout)"
     else:
-        hits = np.concatenate(pilot_rows) if pilot_rows else np.zeros((0, 2), dtype=np.int64)
-        if hits.shape[0] != pilot.num_rows:
-            raise ValueError("pilot_losses: pilot examples are missing from sensitivities; "
+        hits = np.concatenate(holdout_rows) if holdout_rows else np.zeros((0, 2), dtype=np.int64)
+        if hits.shape[0] != holdout.num_rows:
+            raise ValueError("holdout_losses: examples are missing from sensitivities; "
                              "re-materialize representative_losses")
         order = np.argsort(hits[:, 0])
         strata = strata_of(c, m, seed, centroids)
-        alpha = choose_stratified_alpha(hits[order, 1], pilot.column("loss").to_numpy(), s, strata, m, seed)
-        rule = pilot_rule
+        alpha = choose_stratified_alpha(hits[order, 1], holdout.column("loss").to_numpy(), s, strata, m, seed)
+        rule = holdout_rule
     sample = stratified_sensitivity_sample(s, c, m, seed, alpha=alpha, centroids=centroids)
     return _split_global(store, totals, sample), alpha, rule
 
@@ -214,16 +214,16 @@ def adaptive_sample(store, keys: list[str], m: int, seed: int, rounds: int, alph
 
 
 def draw_sensitivity_subset(store, totals: ShardTotals, m: int, sampling: str, configured_alpha: float | None,
-                            pilot: pa.Table | None, pilot_rule: str, seed: int, rounds: int
+                            holdout: pa.Table | None, holdout_rule: str, seed: int, rounds: int
                             ) -> tuple[Picked, float, str, dict]:
     """The sensitivity subset by the chosen sampler: (picked rows, alpha, how alpha was chosen, metadata)."""
     if sampling == "adaptive":
         picked, meta = adaptive_sample(store, totals.keys, m, seed, rounds, configured_alpha)
         return picked, meta.pop("alpha"), "auto (adaptive pilot)", meta
     if sampling == "stratified":
-        picked, alpha, rule = stratified_sample(store, totals, m, configured_alpha, pilot, pilot_rule, seed)
+        picked, alpha, rule = stratified_sample(store, totals, m, configured_alpha, holdout, holdout_rule, seed)
         return picked, alpha, rule, {}
-    alpha, rule = choose_alpha(configured_alpha, pilot, pilot_rule, totals)
+    alpha, rule = choose_alpha(configured_alpha, holdout, holdout_rule, totals)
     defensive_probabilities(np.ones(1), alpha)  # validates alpha before any draw or write
     if alpha == 1.0 and sampling == "with_replacement":
         # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).

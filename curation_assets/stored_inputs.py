@@ -126,13 +126,14 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
     return centroids, parents[:-1], t.column("version")[0].as_py()
 
 
-def load_pilot(store: CurationStore, losses_version: str) -> tuple[pa.Table | None, str]:
-    if not store.exists("pilot_losses"):
-        return None, "default (no labelled pilot)"
-    pilot = store.read("pilot_losses")
-    if set(pilot.column("version").unique().to_pylist()) != {losses_version}:
-        return None, "default (pilot from an older representative_losses)"
-    return pilot, "auto (labelled pilot)"
+def load_holdout(store: CurationStore, losses_version: str) -> tuple[pa.Table | None, str]:
+    """The probe's losses on held-out rows written with `losses_version`, and the alpha rule they give."""
+    if not store.exists("holdout_losses"):
+        return None, "default (no labelled holdout)"
+    holdout = store.read("holdout_losses")
+    if set(holdout.column("version").unique().to_pylist()) != {losses_version}:
+        return None, "default (holdout from an older representative_losses)"
+    return holdout, "auto (labelled holdout)"
 
 
 def version_name(run_id: str) -> str:

@@ -112,17 +112,17 @@ def test_tables_hold_the_expected_rows(pipeline):
         sub = con.execute("SELECT count(*), sum(draws), any_value(budget), min(weight) FROM sensitivity_subset").fetchone()
         assert sub[1] == 10 and sub[2] == 10 and sub[0] <= 10 and sub[3] > 0
         # weights are 1 / (m p) per draw, p the defensive mixture alpha/n + (1 - alpha) s/sum(s), with
-        # alpha chosen on the labelled pilot's out-of-fold losses (one of the grid's values)
+        # alpha chosen on the probe's losses at held-out labelled rows (one of the grid's values)
         meta = instance.get_latest_materialization_event(AssetKey("sensitivity_subset")).asset_materialization.metadata
         alpha = meta["alpha"].value
-        assert alpha in ALPHA_GRID and meta["alpha_rule"].value == "auto (labelled pilot)"
+        assert alpha in ALPHA_GRID and meta["alpha_rule"].value == "auto (labelled holdout)"
         off = con.execute(
             "SELECT max(abs(s.weight - s.draws / (s.budget * (? / 40 + (1 - ?) * p.probability)))) "
             "FROM sensitivity_subset s JOIN sensitivities p USING (example_id)", [alpha, alpha]
         ).fetchone()[0]
         assert off < 1e-9
-        pilot = con.execute("SELECT count(*), min(loss) FROM pilot_losses JOIN raw_examples USING (example_id)").fetchone()
-        assert pilot[0] == 20 and pilot[1] > 0  # the configured pilot_size, out-of-fold losses
+        held = con.execute("SELECT count(*), min(loss) FROM holdout_losses JOIN raw_examples USING (example_id)").fetchone()
+        assert held[0] == 20 and held[1] > 0  # the 40 - 20 rows outside the configured pilot_size
         u = con.execute("SELECT count(*), count(DISTINCT example_id), min(weight), max(weight) FROM uniform_subset").fetchone()
         assert u[0] == u[1] == 10 and u[2] == u[3] == pytest.approx(40 / 10)
         orphans = con.execute("SELECT count(*) FROM sensitivity_subset LEFT JOIN raw_examples r USING (example_id) "

@@ -146,17 +146,27 @@ def test_constant_scorer_gives_its_value_to_every_row():
                                   np.ones(4))
 
 
-def test_out_of_fold_losses_are_honest_and_seeded():
-    from curation_assets.algorithms.scorers import LinearProbeScorer, out_of_fold_losses
+def test_holdout_losses_are_the_probes_own_losses_on_rows_it_was_not_fit_on():
+    from curation_assets.algorithms.scorers import (HOLDOUT_PER_PILOT, LinearProbeScorer, representative_scorer,
+                                                    seeded_holdout, seeded_pilot)
 
     rng = np.random.default_rng(7)
-    y = rng.integers(0, 3, 150)
-    x = (np.eye(3)[y] * 1.0 + rng.normal(size=(150, 3)) * 0.9).astype(np.float32)
-    x = np.hstack([x, rng.normal(size=(150, 20)).astype(np.float32)])  # noise features to overfit on
+    n = 600
+    y = rng.integers(0, 3, n)
+    x = (np.eye(3)[y] * 1.0 + rng.normal(size=(n, 3)) * 0.9).astype(np.float32)
+    x = np.hstack([x, rng.normal(size=(n, 20)).astype(np.float32)])  # noise features to overfit on
     labels = np.array(["a", "b", "c"], dtype=object)[y]
-    oof = out_of_fold_losses(x, labels, seed=1)
-    in_sample = LinearProbeScorer().fit(x, labels).losses(x, labels)
-    assert oof.shape == (150,) and np.isfinite(oof).all() and (oof > 0).all()
-    assert oof.mean() > 1.2 * in_sample.mean()  # a probe scored on its own training rows looks too good
-    assert np.array_equal(oof, out_of_fold_losses(x, labels, seed=1))
-    assert not np.array_equal(oof, out_of_fold_losses(x, labels, seed=2))
+    pilot = seeded_pilot(n, 100, seed=1)
+    holdout = seeded_holdout(n, pilot, seed=1)
+    assert holdout.size == HOLDOUT_PER_PILOT * pilot.size and np.all(np.diff(holdout) > 0)
+    assert not np.intersect1d(holdout, pilot).size
+    assert np.array_equal(holdout, seeded_holdout(n, pilot, seed=1))
+    assert not np.array_equal(holdout, seeded_holdout(n, pilot, seed=2))
+    assert np.array_equal(seeded_holdout(150, pilot, seed=1), np.setdiff1d(np.arange(150), pilot))  # all that is left
+
+    scorer = representative_scorer("linear_probe", x, labels, pilot=pilot, holdout=holdout, seed=1)
+    probe = LinearProbeScorer().fit(x[pilot], labels[pilot])
+    np.testing.assert_allclose(scorer.holdout_losses, probe.losses(x[holdout], labels[holdout]))
+    in_sample = probe.losses(x[pilot], labels[pilot])
+    assert scorer.holdout_losses.mean() > 1.2 * in_sample.mean()  # its own training rows look too good
+    assert scorer.info["holdout_size"] == holdout.size

@@ -20,7 +20,7 @@ from .kmeans import assign_to_centroids, default_n_clusters, fit_kmeans
 from .representatives import nearest_members
 from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defensive_probabilities, pilot_alpha
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
-from .scorers import LinearProbeScorer, out_of_fold_losses, probe_fit_scorer
+from .scorers import LinearProbeScorer, probe_fit_scorer, seeded_holdout
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
 from .stratified_sampling import choose_stratified_alpha, strata_of, stratified_sensitivity_sample
 
@@ -35,7 +35,7 @@ class Pool:
     losses: np.ndarray  # per-example loss of the fixed model (the probe): what estimates target
     sensitivities: np.ndarray  # s_i with the balanced lambda
     pilot: np.ndarray  # rows the probe was fit on
-    pilot_oof_losses: np.ndarray  # out-of-fold probe losses at the pilot rows (for the automatic alpha)
+    holdout: np.ndarray  # rows outside the pilot whose probe losses choose the automatic alpha
     centroids: np.ndarray  # (k, d) of the pool's k-means
 
     @property
@@ -75,8 +75,7 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     v[present] = losses[reps[present]]
     lam = balanced_lambda(v, cluster_ids, sq_dist, z)
     s = sensitivity_scores(v, cluster_ids, sq_dist, lam, z)
-    oof = out_of_fold_losses(x[pilot], labels[pilot], seed=seed)
-    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, oof, km.centroids)
+    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, seeded_holdout(n, pilot, seed), km.centroids)
 
 
 def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
@@ -89,18 +88,19 @@ def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
 
 
 def _auto_alpha(pool: Pool, m: int, seed: int) -> WeightedSample:
-    """The pipeline's default: alpha chosen on the pilot's out-of-fold losses; uniform (without
-    replacement) when that choice is alpha = 1."""
-    alpha = pilot_alpha(pool.pilot, pool.pilot_oof_losses, pool.sensitivities)
+    """The pipeline's non-stratified automatic alpha: chosen on the probe's held-out losses;
+    uniform (without replacement) when that choice is alpha = 1."""
+    alpha = pilot_alpha(pool.holdout, pool.losses[pool.holdout], pool.sensitivities)
     if alpha == 1.0:
         return sample_uniform(pool.n, m, seed)
     return sample_with_replacement(defensive_probabilities(pool.sensitivities, alpha), m, seed)
 
 
 def _stratified_auto(pool: Pool, m: int, seed: int) -> WeightedSample:
-    """The pipeline's default: systematic along the clusters, alpha chosen on the labelled pilot."""
+    """The pipeline's default: systematic along the clusters, alpha chosen on the probe's losses
+    at the held-out rows."""
     strata = strata_of(pool.cluster_ids, m, seed, pool.centroids)
-    alpha = choose_stratified_alpha(pool.pilot, pool.pilot_oof_losses, pool.sensitivities, strata, m, seed)
+    alpha = choose_stratified_alpha(pool.holdout, pool.losses[pool.holdout], pool.sensitivities, strata, m, seed)
     return stratified_sensitivity_sample(pool.sensitivities, pool.cluster_ids, m, seed, alpha=alpha,
                                          centroids=pool.centroids)
 

@@ -69,25 +69,6 @@ class LinearProbeScorer:
         return -np.log(np.clip(p_true, eps, 1.0))
 
 
-def out_of_fold_losses(embeddings, labels, *, folds: int = 5, seed: int = 0, C: float = 1.0) -> np.ndarray:
-    """Each pilot example's loss under a probe fit on the other folds: an honest estimate of the
-    loss the probe would have there, unlike the in-sample loss of a probe trained on it."""
-    x = as_embedding_matrix(embeddings, "pilot embeddings")
-    y = np.asarray(labels)
-    n = len(y)
-    folds = max(2, min(folds, n))
-    order = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n)
-    for f in range(folds):
-        held = order[f::folds]
-        rest = np.setdiff1d(np.arange(n), held)
-        if np.unique(y[rest]).size < 2:  # too few to fit: no information beyond a constant
-            out[held] = 1.0
-            continue
-        out[held] = LinearProbeScorer(C=C).fit(x[rest], y[rest]).losses(x[held], y[held])
-    return out
-
-
 def probe_fit_scorer(embeddings, labels, C: float = 1.0) -> Callable:
     """fit_scorer for adaptive sampling: chosen rows -> a linear probe fit on them, returned as
     loss_of(rows); a constant loss while the chosen rows hold fewer than two classes."""
@@ -146,6 +127,20 @@ def seeded_pilot(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
+HOLDOUT_PER_PILOT = 2
+
+
+def seeded_holdout(n: int, pilot: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted row numbers of a uniform sample of the rows outside the pilot, twice the pilot's size
+    (or every such row): the probe's losses there are the scored model's own losses on rows it
+    was not fit on, the sample the sampler chooses its alpha on. (Out-of-fold losses of probes fit
+    on parts of the pilot were tried first; they rank the designs wrongly where a row's loss
+    depends on which neighbours the probe saw: docs/results.md.)"""
+    rest = np.setdiff1d(np.arange(n), pilot)
+    size = min(rest.size, HOLDOUT_PER_PILOT * len(pilot))
+    return np.sort(np.random.default_rng([seed, 1]).choice(rest, size=size, replace=False))
+
+
 def resolve_scorer(configured: str, scorer_function: str | None, labelled: bool) -> str:
     """'auto' is the user's function when one is named, else the probe when every example has a
     label (and there are two classes), else the constant."""
@@ -160,18 +155,18 @@ class RepresentativeScorer:
 
     name: str                                   # linear_probe, constant or function:<path>
     losses_at: Callable[[np.ndarray], np.ndarray]  # row positions -> one loss each
-    pilot_losses: np.ndarray | None = None      # out-of-fold probe losses on the pilot (for alpha)
+    holdout_losses: np.ndarray | None = None    # the probe's losses on the held-out rows (for alpha)
     info: dict = field(default_factory=dict)
     probe: LinearProbeScorer | None = None
 
 
 def representative_scorer(name: str, x: np.ndarray, labels: np.ndarray, *, pilot: np.ndarray | None = None,
-                          ids=None, texts=None, C: float = 1.0, seed: int = 0, constant_loss: float = 1.0,
+                          holdout: np.ndarray | None = None, ids=None, texts=None, C: float = 1.0, seed: int = 0, constant_loss: float = 1.0,
                           scorer_function: str | None = None) -> RepresentativeScorer:
     """The scorer `name` over rows (x, labels[, ids, texts]).
 
-    linear_probe: a logistic regression fit on the `pilot` rows, cross-entropy at any row; the
-    pilot's out-of-fold losses let the sampler choose its defensive alpha from data. function: the
+    linear_probe: a logistic regression fit on the `pilot` rows, cross-entropy at any row; its
+    losses at the `holdout` rows (outside the pilot) let the sampler choose its alpha from data. function: the
     user's `scorer_function`, called on the rows asked for. constant: `constant_loss` everywhere.
     """
     if name == "linear_probe":
@@ -179,8 +174,8 @@ def representative_scorer(name: str, x: np.ndarray, labels: np.ndarray, *, pilot
         probe = LinearProbeScorer(C=C).fit(xp, yp)
         return RepresentativeScorer(
             "linear_probe", lambda pos: probe.losses(x[pos], labels[pos]),
-            pilot_losses=out_of_fold_losses(xp, yp, seed=seed, C=C),
-            info={"pilot_size": int(len(pilot)), "pilot_seed": seed,
+            holdout_losses=None if holdout is None or not len(holdout) else probe.losses(x[holdout], labels[holdout]),
+            info={"pilot_size": int(len(pilot)), "pilot_seed": seed, "holdout_size": 0 if holdout is None else len(holdout),
                   "probe_train_accuracy": float(probe.model.score(xp, yp))},
             probe=probe)
     if name == "function":

@@ -35,7 +35,8 @@ def _load_shard(context: AssetExecutionContext, source: ExampleSource, store: Cu
         # reloaded, and checked with this one, by the run that planned them: shard_admission.admit)
         if not admitted:
             others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
-            Admission(source, store, current_shards(source, store, others)).check(shard, table)
+            with Admission(source, store, current_shards(source, store, others)) as admission:
+                admission.check(shard, table)
         precomputed = "embedding" in table.column_names
         store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
 

@@ -10,7 +10,7 @@ from resources.storage import CurationStore
 
 from .. import lineage
 from ..algorithms.robust_sensitivity import cluster_losses_from_members
-from ..algorithms.scorers import representative_scorer, resolve_scorer, seeded_pilot
+from ..algorithms.scorers import representative_scorer, resolve_scorer, seeded_holdout, seeded_pilot
 from ..graph import NEW_SHARDS_TAG
 from ..plots import bars
 from ..stored_inputs import RowsByNumber, load_centroids, registered_shards, scan_assignments, shard_row_counts
@@ -64,11 +64,13 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         raise ValueError(f"representative_losses.scorer='linear_probe': {null_labels} example(s) have no label; "
                          "use scorer 'constant' or label every example")
     pilot = seeded_pilot(n, config.pilot_size, config.seed) if scorer_name == "linear_probe" else None
-    needed = np.concatenate([members[members >= 0]] + ([pilot] if pilot is not None else []))
+    holdout = None if pilot is None else seeded_holdout(n, pilot, config.seed)
+    needed = np.concatenate([members[members >= 0]] + ([pilot, holdout] if pilot is not None else []))
     rows = RowsByNumber(store, keys, counts, needed, with_text=scorer_name == "function")
     labels = np.asarray(rows.labels, dtype=object)
     scorer = representative_scorer(
-        scorer_name, rows.x, labels, pilot=None if pilot is None else rows.positions(pilot), ids=rows.ids,
+        scorer_name, rows.x, labels, pilot=None if pilot is None else rows.positions(pilot),
+        holdout=None if holdout is None else rows.positions(holdout), ids=rows.ids,
         texts=rows.texts, C=config.probe_C, seed=config.seed, constant_loss=config.constant_loss,
         scorer_function=config.scorer_function)
     v, inferences = cluster_losses_from_members(members, lambda idx: scorer.losses_at(rows.positions(idx)))
@@ -77,9 +79,9 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     if scorer.probe is not None:
         at = rows.positions(reps[present])
         meta["probe_accuracy_at_representatives"] = float(scorer.probe.model.score(rows.x[at], labels[at]))
-    pilot_table = None if scorer.pilot_losses is None else pa.table({
-        "example_id": pa.array([rows.ids[i] for i in rows.positions(pilot)], pa.string()),
-        "loss": pa.array(scorer.pilot_losses)})
+    holdout_table = None if scorer.holdout_losses is None else pa.table({
+        "example_id": pa.array([rows.ids[i] for i in rows.positions(holdout)], pa.string()),
+        "loss": pa.array(scorer.holdout_losses)})
 
     scorer_label = scorer.name
     rep_pos = rows.positions(np.where(present, reps, rows.rows[0] if rows.rows.size else 0))
@@ -102,9 +104,10 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "version": pa.array([version] * k, pa.string()),
     })
     # The side table first: the file carrying the provenance marks the step done, so a run killed
-    # between the two writes redoes the step instead of leaving it "current" without its pilot.
-    if pilot_table is not None:
-        store.write("pilot_losses", pilot_table.append_column("version", pa.array([version] * pilot_table.num_rows)))
+    # between the two writes redoes the step instead of leaving it "current" without its holdout.
+    if holdout_table is not None:
+        store.write("holdout_losses",
+                    holdout_table.append_column("version", pa.array([version] * holdout_table.num_rows)))
     store.write("representative_losses", table, provenance=provenance)
     finite = losses[present]
     meta.update({

@@ -12,7 +12,7 @@ from ..algorithms.validation import resolve_budget
 from ..graph import STORED_TAG
 from ..plots import grouped_shares, histogram, markdown_table
 from ..sharded_subsets import ShardTotals, draw_sensitivity_subset, sharded_uniform_sample, subset_rows, subset_summary
-from ..stored_inputs import load_losses, load_pilot, registered_shards, version_name
+from ..stored_inputs import load_losses, load_holdout, registered_shards, version_name
 
 
 class SubsetConfig(Config):
@@ -24,10 +24,10 @@ class SubsetConfig(Config):
         default=None, ge=0, le=1,
         description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
                     "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method. "
-                    "None: chosen from the labelled pilot's out-of-fold losses; for 'stratified' among "
+                    "None: chosen from the probe's losses on held-out labelled rows; for 'stratified' among "
                     "STRATIFIED_ALPHA_GRID, keeping 1 (proportional stratification) unless a smaller one wins "
-                    "in 90% of bootstrap resamples, and 1 without a pilot; for the others 1 = uniform when the "
-                    "sensitivities do not predict the losses, and 0.5 without a pilot.",
+                    "in 90% of bootstrap resamples, and 1 without one; for the others 1 = uniform when the "
+                    "sensitivities do not predict the losses, and 0.5 without labels.",
     )
     rounds: int = Field(default=2, ge=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
     sampling: Literal["stratified", "with_replacement", "poisson", "poisson_hajek", "adaptive"] = Field(
@@ -60,15 +60,15 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     losses, _, losses_version, _ = load_losses(store)
     k = losses.num_rows
     provenance = lineage.expected(store, "subsets", None, keys, config, run=context.run.run_id)
-    pilot, pilot_rule = (None, "") if config.alpha is not None or config.sampling == "adaptive" \
-        else load_pilot(store, losses_version)
-    pilot_ids = set(pilot.column("example_id").to_pylist()) if pilot is not None else set()
-    # Pass 1 (a shard at a time): counts, sums, cluster counts, the pilot's sensitivities.
-    totals = ShardTotals(store, keys, losses_version, k, pilot_ids, log=context.log.info)
+    holdout, holdout_rule = (None, "") if config.alpha is not None or config.sampling == "adaptive" \
+        else load_holdout(store, losses_version)
+    holdout_ids = set(holdout.column("example_id").to_pylist()) if holdout is not None else set()
+    # Pass 1 (a shard at a time): counts, sums, cluster counts, the held-out rows' sensitivities.
+    totals = ShardTotals(store, keys, losses_version, k, holdout_ids, log=context.log.info)
     n = totals.n
     m = resolve_budget(n, config.budget, config.budget_fraction)
     sens_picked, alpha, alpha_rule, adaptive_meta = draw_sensitivity_subset(
-        store, totals, m, config.sampling, config.alpha, pilot, pilot_rule, config.seed, config.rounds)
+        store, totals, m, config.sampling, config.alpha, holdout, holdout_rule, config.seed, config.rounds)
     unif_picked = sharded_uniform_sample(store, totals, m, config.seed)
 
     version = version_name(context.run.run_id)

@@ -93,7 +93,7 @@ def test_one_seed_cannot_displace_and_bad_input_is_named():
 def test_the_default_is_budget_aware_for_training_only():
     assert default_method("train", 9, 10) == "kmeans_centroids"  # fewer picks than clusters
     assert default_method("train", 19, 10) == "kmeans_centroids"  # under two per cluster
-    assert default_method("train", 20, 10) == "sensitivity_stratified"
+    assert default_method("train", 20, 10) == "stratified"  # self-weighting: equal weights inside a cluster
     assert default_method("estimate", 9, 10) == "sensitivity_stratified"  # weights must estimate
     with pytest.raises(ValueError, match="purpose"):
         default_method("fit", 9, 10)

@@ -61,13 +61,34 @@ def stored(store: CurationStore, op: str, partition: str | None = None) -> dict 
     return store.provenance(node.keys[0], partition, versioned=node.stored == "versioned")
 
 
+def raw_token(prov: dict) -> str:
+    """Raw data is identified by its content, not by where it was read from: a touched file with
+    the same rows must not invalidate its embeddings."""
+    return digest({key: prov.get(key) for key in ("content", "precomputed")})
+
+
 def token(store: CurationStore, op: str, partition: str | None = None) -> str | None:
     prov = stored(store, op, partition)
-    if prov is not None and op == "raw_examples":
-        # Raw data is identified by its content, not by where it was read from: a touched file
-        # with the same rows must not invalidate its embeddings.
-        prov = {key: prov.get(key) for key in ("content", "precomputed")}
-    return digest(prov) if prov is not None else None
+    if prov is None:
+        return None
+    return raw_token(prov) if op == "raw_examples" else digest(prov)
+
+
+def record(config, inputs: dict, **extra) -> dict:
+    """A provenance record: the config (hash and values), the upstream tokens, and extras."""
+    return {"config": config_hash(config), "config_values": config_values(config), "inputs": inputs, **extra}
+
+
+def precomputed_embeddings(raw_prov: dict, run: str) -> dict:
+    """The provenance `embeddings` has for a shard of precomputed vectors whose raw rows have
+    `raw_prov`: known when the shard is admitted, so its vectors can be written once, then."""
+    return record(None, {"raw_examples": raw_token(raw_prov)}, embedder=embedder_identity(None, True), run=run)
+
+
+def same_but_run(a: dict | None, b: dict | None) -> bool:
+    """Two records equal but for the run that wrote them (which is not what they were computed from)."""
+    return a is not None and b is not None and {k: v for k, v in a.items() if k != "run"} == \
+        {k: v for k, v in b.items() if k != "run"}
 
 
 def expected(store: CurationStore, op: str, partition: str | None, keys: list[str], config,
@@ -81,7 +102,7 @@ def expected(store: CurationStore, op: str, partition: str | None, keys: list[st
             inputs[upstream] = {k: token(store, upstream, k) for k in keys}
         else:
             inputs[upstream] = token(store, upstream)
-    return {"config": config_hash(config), "config_values": config_values(config), "inputs": inputs, **extra}
+    return record(config, inputs, **extra)
 
 
 def fit_shards(store: CurationStore) -> set[str]:

@@ -9,6 +9,7 @@ as they are and with each other; only then are shards registered, retired and wr
 """
 
 import hashlib
+import uuid
 from datetime import datetime, timezone
 
 import duckdb
@@ -20,6 +21,7 @@ from resources.storage import CurationStore
 from . import lineage
 
 RAW = "raw_examples"
+EMBEDDINGS = "embeddings"
 # Run tag of the runs `pipeline.run_pipeline` launches after `admit` checked every shard together.
 ADMITTED_TAG = "curation/admitted"
 
@@ -34,8 +36,11 @@ def content_hash(table: pa.Table) -> str:
 
 
 def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:
+    """What raw_examples records of a loaded shard: its source file, the hash of everything loaded
+    (the vectors too, though they are stored in `embeddings` only) and the vectors' type."""
+    mine = vector_type(table.schema)
     return {"config": None, "inputs": {}, "source": source.shard_fingerprint(shard),
-            "content": content_hash(table), "precomputed": "embedding" in table.column_names}
+            "content": content_hash(table), "precomputed": mine is not None, "vectors": describe_vectors(mine)}
 
 
 def vector_type(schema: pa.Schema) -> pa.DataType | None:
@@ -43,7 +48,27 @@ def vector_type(schema: pa.Schema) -> pa.DataType | None:
     return schema.field("embedding").type if "embedding" in schema.names else None
 
 
-def _describe(t: pa.DataType | None) -> str:
+def stored_vectors(store: CurationStore, shard: str) -> str:
+    """A stored shard's vectors as raw_examples described them (stores made before the vectors
+    moved out of raw_examples keep them there: described from its schema)."""
+    prov = store.provenance(RAW, shard) or {}
+    return prov["vectors"] if "vectors" in prov else describe_vectors(vector_type(store.schema(RAW, shard)))
+
+
+def split_vectors(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+    """(the rows raw_examples stores, the (example_id, embedding) table `embeddings` stores, or None
+    when the source has no vectors): precomputed vectors are stored once, in `embeddings`."""
+    if "embedding" not in table.column_names:
+        return table, None
+    col = table.column("embedding").combine_chunks()
+    typ = pa.list_(pa.field("item", pa.float32(), nullable=False), col.type.list_size)
+    vectors = pa.FixedSizeListArray.from_arrays(col.flatten(), type=typ)  # declared non-null: see arrays.py
+    ids = table.column("example_id").combine_chunks()
+    return table.drop_columns(["embedding"]), pa.Table.from_arrays(
+        [ids, vectors], schema=pa.schema([pa.field("example_id", ids.type), pa.field("embedding", typ, nullable=False)]))
+
+
+def describe_vectors(t: pa.DataType | None) -> str:
     if t is None:
         return "no precomputed vectors (text for the model)"
     size = getattr(t, "list_size", None)
@@ -56,7 +81,7 @@ class Admission:
     def __init__(self, source: ExampleSource, store: CurationStore, staying: list[str]):
         self.source, self.store = source, store
         self.staying = [k for k in staying if store.exists(RAW, k)]
-        self.types: dict[str, pa.DataType | None] = {k: vector_type(store.schema(RAW, k)) for k in self.staying}
+        self.types: dict[str, str] = {k: stored_vectors(store, k) for k in self.staying}
         # Every id seen so far, with its shard: each shard is checked in one join, not one per other shard.
         self.seen = duckdb.connect()
         self.seen.execute("CREATE TABLE seen (example_id VARCHAR, shard VARCHAR)")
@@ -65,15 +90,15 @@ class Admission:
     def check(self, shard: str, table: pa.Table) -> None:
         """Raise a one-line ValueError if `table` (shard `shard`, validated alone) does not fit the
         store; nothing is written either way."""
-        mine = vector_type(table.schema)
+        mine = describe_vectors(vector_type(table.schema))
         others = {k: t for k, t in self.types.items() if k != shard}
         clash = sorted(k for k, t in others.items() if t != mine)
         if clash:
             theirs = others[clash[0]]
             setting = f"source.embedding_column={self.source.embedding_column!r}"
             raise ValueError(
-                f"{setting}: shard {shard!r} has {_describe(mine)}, but shard(s) {clash[:5]} in the store have "
-                f"{_describe(theirs)}; give every file vectors of one dimension, or curate it into another "
+                f"{setting}: shard {shard!r} has {mine}, but shard(s) {clash[:5]} in the store have "
+                f"{theirs}; give every file vectors of one dimension, or curate it into another "
                 "store (--database)")
         ids = table.column("example_id").combine_chunks()
         dups = self._duplicates(shard, ids)
@@ -113,7 +138,8 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
     current shards (`shards` minus `loading`) and against each other, before anything is written.
     Holds one shard's rows at a time (and every shard's ids, in DuckDB). With `stage`, each checked
     shard is staged (`CurationStore.stage`, outside every view) for the admitted raw_examples run
-    to promote instead of loading it again; a failure leaves nothing staged."""
+    to promote instead of loading it again, and its precomputed vectors for the embeddings run;
+    a failure leaves nothing staged."""
     stage = stage and store.stages
     if stage:
         store.clear_staged()
@@ -123,7 +149,12 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
                 table = source.load_shard(key)
                 admission.check(key, table)
                 if stage:
-                    store.stage(RAW, table, key, provenance=raw_provenance(source, key, table))
+                    prov = raw_provenance(source, key, table)
+                    rows, vectors = split_vectors(table)
+                    store.stage(RAW, rows, key, provenance=prov)
+                    if vectors is not None:  # written here, once: the embeddings run promotes them
+                        store.stage(EMBEDDINGS, vectors, key, compression="none",
+                                    provenance=lineage.precomputed_embeddings(prov, run=f"admitted-{uuid.uuid4()}"))
     except BaseException:
         if stage:
             store.clear_staged()
@@ -137,6 +168,15 @@ def take_staged(source: ExampleSource, store: CurationStore, shard: str) -> bool
     if staged is None or fingerprint is None or staged.get("source") != fingerprint:
         return False
     store.promote(RAW, shard)
+    return True
+
+
+def take_staged_vectors(store: CurationStore, shard: str, want: dict) -> bool:
+    """Promote the precomputed vectors `admit` staged for the shard if they are what `embeddings`
+    would write now (`want`, its expected provenance); False if none are."""
+    if not store.stages or not lineage.same_but_run(store.staged_provenance(EMBEDDINGS, shard), want):
+        return False
+    store.promote(EMBEDDINGS, shard)
     return True
 
 

@@ -321,10 +321,11 @@ class CurationStore(ConfigurableResource):
         copy of the file, no cheaper than writing it again."""
         return not self.is_remote
 
-    def stage(self, name: str, table: pa.Table, partition: str, *, provenance: dict | None = None) -> None:
+    def stage(self, name: str, table: pa.Table, partition: str, *, compression: str = "zstd",
+              provenance: dict | None = None) -> None:
         """Write a partition beside the store (`.staging/`, outside every view) for `promote` to move
         into place later: a run can validate every shard before writing any, and still read each once."""
-        self._put_table(_with_provenance(table, provenance), self._staged_file(name, partition))
+        self._put_table(_with_provenance(table, provenance), self._staged_file(name, partition), compression)
 
     def staged_provenance(self, name: str, partition: str) -> dict | None:
         path = self._staged_file(name, partition)

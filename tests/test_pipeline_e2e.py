@@ -68,12 +68,19 @@ def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
 def test_without_an_evaluation_the_recommended_subset_is_the_default_and_says_so(pipeline):
     instance, store, _, _ = pipeline
     from dagster import AssetKey
+    from curation_assets.algorithms.recommendation import default_method
+
+    # the training default at this budget (10 of 40) and k: k-means medoids below 2 picks per cluster,
+    # else the cluster-stratified, equal-weight subset
+    wanted = default_method("train", 10, store.read("centroids").num_rows)
+    asset = {"kmeans_centroids": "kmeans_centroids_subset", "stratified": "stratified_subset"}[wanted]
     rec = store.read_latest_version("recommended_subset")
-    default = store.read_latest_version("sensitivity_subset")
-    assert set(rec.column("source_subset").to_pylist()) == {"sensitivity_subset"}
-    assert rec.column("example_id").to_pylist() == default.column("example_id").to_pylist()
+    default = store.read_latest_version(asset)
+    assert set(rec.column("source_subset").to_pylist()) == {asset}
+    assert rec.column("example_id").to_pylist() == default.column("example_id").cast("string").to_pylist()
     assert rec.column("weight").to_pylist() == default.column("weight").to_pylist()
     meta = instance.get_latest_materialization_event(AssetKey("recommended_subset")).asset_materialization.metadata
+    assert meta["default"].value == asset
     assert "no held-out evaluation" in meta["reason"].value and "evidence" not in meta
     assert (store.root / "subset_export" / "files" / "recommended_subset.parquet").exists()
 

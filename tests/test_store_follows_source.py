@@ -266,3 +266,43 @@ def test_each_store_gets_its_own_home_whose_yaml_follows_the_postgres_setting(tm
     assert f"postgres_url:\n      env: {POSTGRES_ENV}" in yaml and "secret" not in yaml  # the URL stays in the env
     assert CurationStore(database_path=str(tmp_path / "data" / "one.duckdb")).root != \
         CurationStore(database_path=str(tmp_path / "data" / "two.duckdb")).root
+
+
+def test_precomputed_vectors_are_stored_once_and_are_the_sources(tmp_path):
+    """A source's own vectors are written once, into `embeddings` (raw_examples keeps the other
+    columns): by admission in a pipeline run, else read again from the source by `embeddings`,
+    which refuses a source that changed since raw_examples loaded it."""
+    import pyarrow.parquet as pq
+    from dagster import materialize
+
+    from curation_assets.assets import all_assets
+
+    source = _files(tmp_path / "vec", {"a": 20, "b": 30})
+    store = CurationStore(database_path=str(tmp_path / "db" / "c.duckdb"))
+    with DagsterInstance.ephemeral() as instance:
+        run_pipeline(instance, make_resources(store, source), CONFIG, log=_quiet, extras=False)
+        for shard, seed, rows in (("a", 0, 20), ("b", 1, 30)):
+            assert "embedding" not in store.schema("raw_examples", shard).names
+            stored = pq.read_table(store.root / "embeddings" / f"{shard}.parquet")
+            assert np.array_equal(np.stack(stored.column("embedding").to_numpy(zero_copy_only=False)),
+                                  _vectors(rows, 16, seed))
+            assert stored.column("example_id").to_pylist() == [f"{shard}-{j}" for j in range(rows)]
+        assert not (store.root / ".staging").exists()  # nothing staged is left behind
+        from dagster import AssetKey
+        records = instance.fetch_materializations(AssetKey("embeddings"), limit=10).records
+        assert {r.partition_key: r.asset_materialization.metadata["written"].value for r in records} == \
+            {"a": "when the shard was admitted", "b": "when the shard was admitted"}  # moved, not rewritten
+
+        # Outside a pipeline run (the UI, a backfill): embeddings reads the vectors from the source.
+        resources = make_resources(store, source)
+        write_examples(tmp_path / "vec" / "a.parquet", [f"a-{j}" for j in range(20)], _vectors(20, 16, 5))
+        materialize(all_assets, selection="raw_examples", partition_key="a", instance=instance, resources=resources)
+        materialize(all_assets, selection="embeddings", partition_key="a", instance=instance, resources=resources)
+        stored = pq.read_table(store.root / "embeddings" / "a.parquet")
+        assert np.array_equal(np.stack(stored.column("embedding").to_numpy(zero_copy_only=False)), _vectors(20, 16, 5))
+        # ... and refuses vectors that are no longer what raw_examples loaded, writing nothing.
+        write_examples(tmp_path / "vec" / "a.parquet", [f"a-{j}" for j in range(20)], _vectors(20, 16, 6))
+        before = snapshot(store.root)
+        with pytest.raises(ValueError, match=r"^embeddings: shard 'a' changed in the source since raw_examples "):
+            materialize(all_assets, selection="embeddings", partition_key="a", instance=instance, resources=resources)
+        assert snapshot(store.root) == before

@@ -4,6 +4,7 @@ import time
 import numpy as np
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
+from resources.data_source import ExampleSource
 from resources.embedder import SentenceEmbedder
 from resources.storage import CurationStore
 
@@ -13,6 +14,7 @@ from ..arrays import embedding_matrix, embedding_table
 from ..partitions import shards
 from ..plots import histogram
 from ..progress import Progress
+from ..shard_admission import content_hash, take_staged_vectors
 
 
 PROGRESS_CHUNK = 2048  # texts per encode call: a progress line at most every few seconds
@@ -37,49 +39,66 @@ def encode_with_progress(embedder: SentenceEmbedder, texts: list[str], label: st
     pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
     description="One vector per example: the embedder's output, or the validated precomputed vectors.",
 )
-def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore) -> MaterializeResult:
+def embeddings(context: AssetExecutionContext, embedder: SentenceEmbedder, source: ExampleSource,
+               store: CurationStore) -> MaterializeResult:
     for shard in context.partition_keys:  # one shard, or a range of them in one run
-        context.add_asset_metadata(_embed_shard(context, embedder, store, shard), partition_key=shard)
+        context.add_asset_metadata(_embed_shard(context, embedder, source, store, shard), partition_key=shard)
     return MaterializeResult()
 
 
-def _embed_shard(context: AssetExecutionContext, embedder: SentenceEmbedder, store: CurationStore, shard: str) -> dict:
-    # Read only what this shard needs: its vectors when the source carries them, else its texts.
-    stored = store.schema("raw_examples", shard).names
-    raw = store.read("raw_examples", [shard], columns=["example_id", "embedding" if "embedding" in stored else "text"])
-    precomputed = "embedding" in raw.column_names and raw.column("embedding").null_count == 0
-    if "embedding" in raw.column_names and not precomputed:  # some rows lack a vector: embed every text
-        raw = store.read("raw_examples", [shard], columns=["example_id", "text"])
+def _embed_shard(context: AssetExecutionContext, embedder: SentenceEmbedder, source: ExampleSource,
+                 store: CurationStore, shard: str) -> dict:
+    precomputed = lineage.shard_has_precomputed(store, shard)
     provenance = lineage.expected(store, "embeddings", shard, [shard], None,
                                   embedder=lineage.embedder_identity(embedder, precomputed), run=context.run.run_id)
     start = time.perf_counter()
+    if precomputed and take_staged_vectors(store, shard, provenance):
+        # admit() checked this shard's vectors and wrote them, once: moved into place.
+        rows = store.row_count("embeddings", shard)
+        return {"dagster/row_count": rows, "dimension": store.schema("embeddings", shard).field("embedding").type.list_size,
+                "model": "precomputed", "device": "none", "normalized": False,
+                "seconds": round(time.perf_counter() - start, 3), "written": "when the shard was admitted"}
     if precomputed:
-        vectors = embedding_matrix(raw.column("embedding"))
-        model, device = "precomputed", "none"
-        precision_meta = {}
+        vectors = _precomputed_vectors(source, store, shard)
+        model, device, precision_meta = "precomputed", "none", {}
+        ids = store.read("raw_examples", [shard], columns=["example_id"]).column("example_id")
     else:
-        texts = raw.column("text").to_pylist()
-        vectors = encode_with_progress(embedder, texts, f"embeddings [{shard}]", context.log.info)
+        raw = store.read("raw_examples", [shard], columns=["example_id", "text"])
+        ids = raw.column("example_id")
+        vectors = encode_with_progress(embedder, raw.column("text").to_pylist(), f"embeddings [{shard}]",
+                                       context.log.info)
         model, device = embedder.model, embedder.device
         report = embedder.precision_report()
         precision_meta = {"precision": str(report["precision"]), "precision_requested": report["requested"],
                           "precision_min_cosine_to_float32": report["min_cosine"], **embedder.runtime_report()}
     seconds = time.perf_counter() - start
     vectors = as_embedding_matrix(vectors, f"embeddings of shard {shard!r}")
-    if vectors.shape[0] != raw.num_rows:
-        raise RuntimeError(f"embeddings: {vectors.shape[0]} vectors for {raw.num_rows} examples in shard {shard!r}")
-    table = embedding_table(raw.column("example_id"), vectors)
+    if vectors.shape[0] != len(ids):
+        raise RuntimeError(f"embeddings: {vectors.shape[0]} vectors for {len(ids)} examples in shard {shard!r}")
     # Float data barely compresses; uncompressed Parquet reads and writes near disk speed.
-    store.write("embeddings", table, shard, compression="none", provenance=provenance)
+    store.write("embeddings", embedding_table(ids, vectors), shard, compression="none", provenance=provenance)
     norms = np.linalg.norm(vectors, axis=1)
     return {
-        "dagster/row_count": raw.num_rows,
+        "dagster/row_count": len(ids),
         "dimension": int(vectors.shape[1]),
         "model": model,
         "device": device,
         "normalized": bool(embedder.normalize) if model != "precomputed" else False,
         "seconds": round(seconds, 3),
-        "examples_per_second": round(raw.num_rows / max(seconds, 1e-9), 1),
+        "examples_per_second": round(len(ids) / max(seconds, 1e-9), 1),
         **{k: v for k, v in precision_meta.items() if v is not None},
         "norms": histogram(norms, f"embedding norms, shard {shard}", "L2 norm"),
     }
+
+
+def _precomputed_vectors(source: ExampleSource, store: CurationStore, shard: str) -> np.ndarray:
+    """The shard's precomputed vectors when admit() did not stage them: from raw_examples in stores
+    made before the vectors moved out of it, else from the source, which must still hold the rows
+    raw_examples loaded."""
+    if "embedding" in store.schema("raw_examples", shard).names:
+        return embedding_matrix(store.read("raw_examples", [shard], columns=["embedding"]).column("embedding"))
+    table = source.load_shard(shard)
+    if content_hash(table) != (store.provenance("raw_examples", shard) or {}).get("content"):
+        raise ValueError(f"embeddings: shard {shard!r} changed in the source since raw_examples loaded it; run the "
+                         "pipeline again (it reloads the shard first)")
+    return embedding_matrix(table.column("embedding"))

@@ -7,16 +7,19 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from resources.data_source import ExampleSource
 from resources.storage import CurationStore
 
+from .. import lineage
 from ..partitions import shards
 from ..plots import histogram, markdown_table
-from ..shard_admission import ADMITTED_TAG, Admission, current_shards, raw_provenance, take_staged
+from ..shard_admission import (ADMITTED_TAG, Admission, current_shards, raw_provenance, split_vectors,
+                               take_staged)
 
 
 @asset(
     partitions_def=shards,
     group_name="curation",
     kinds={"duckdb", "parquet"},
-    description="Examples of one shard: a stable id, the text, an optional label, and the shard.",
+    description="Examples of one shard: a stable id, the text, an optional label, and the shard (precomputed "
+                "vectors are stored once, in embeddings).",
 )
 def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: CurationStore) -> MaterializeResult:
     for shard in context.partition_keys:  # one shard, or a range of them in one run
@@ -27,7 +30,6 @@ def raw_examples(context: AssetExecutionContext, source: ExampleSource, store: C
 def _load_shard(context: AssetExecutionContext, source: ExampleSource, store: CurationStore, shard: str) -> dict:
     admitted = context.run.tags.get(ADMITTED_TAG) == "1"  # a run the pipeline planned was admitted as a whole
     if admitted and take_staged(source, store, shard):  # admit() loaded, checked and staged it: moved in place
-        precomputed = "embedding" in store.schema("raw_examples", shard).names
         table = store.read("raw_examples", [shard], columns=["example_id", "text", "label"])
     else:
         table = source.load_shard(shard)  # validates ids, texts, labels, vectors; raises before any write
@@ -37,8 +39,10 @@ def _load_shard(context: AssetExecutionContext, source: ExampleSource, store: Cu
             others = [k for k in context.instance.get_dynamic_partitions(shards.name) if k != shard]
             with Admission(source, store, current_shards(source, store, others)) as admission:
                 admission.check(shard, table)
-        precomputed = "embedding" in table.column_names
-        store.write("raw_examples", table, shard, provenance=raw_provenance(source, shard, table))
+        provenance = raw_provenance(source, shard, table)
+        table, _ = split_vectors(table)  # precomputed vectors are stored once, by `embeddings`
+        store.write("raw_examples", table, shard, provenance=provenance)
+    precomputed = lineage.shard_has_precomputed(store, shard)
 
     labels = table.column("label")
     counts = collections.Counter(x for x in labels.to_pylist() if x is not None)

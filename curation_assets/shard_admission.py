@@ -64,8 +64,8 @@ def split_vectors(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
     typ = pa.list_(pa.field("item", pa.float32(), nullable=False), col.type.list_size)
     vectors = pa.FixedSizeListArray.from_arrays(col.flatten(), type=typ)  # declared non-null: see arrays.py
     ids = table.column("example_id").combine_chunks()
-    return table.drop_columns(["embedding"]), pa.Table.from_arrays(
-        [ids, vectors], schema=pa.schema([pa.field("example_id", ids.type), pa.field("embedding", typ, nullable=False)]))
+    schema = pa.schema([pa.field("example_id", ids.type), pa.field("embedding", typ, nullable=False)])
+    return table.drop_columns(["embedding"]), pa.Table.from_arrays([ids, vectors], schema=schema)
 
 
 def describe_vectors(t: pa.DataType | None) -> str:

@@ -161,21 +161,23 @@ class RepresentativeScorer:
 
 
 def representative_scorer(name: str, x: np.ndarray, labels: np.ndarray, *, pilot: np.ndarray | None = None,
-                          holdout: np.ndarray | None = None, ids=None, texts=None, C: float = 1.0, seed: int = 0, constant_loss: float = 1.0,
-                          scorer_function: str | None = None) -> RepresentativeScorer:
+                          holdout: np.ndarray | None = None, ids=None, texts=None, C: float = 1.0, seed: int = 0,
+                          constant_loss: float = 1.0, scorer_function: str | None = None) -> RepresentativeScorer:
     """The scorer `name` over rows (x, labels[, ids, texts]).
 
     linear_probe: a logistic regression fit on the `pilot` rows, cross-entropy at any row; its
-    losses at the `holdout` rows (outside the pilot) let the sampler choose its alpha from data. function: the
-    user's `scorer_function`, called on the rows asked for. constant: `constant_loss` everywhere.
+    losses at the `holdout` rows (outside the pilot) let the sampler choose its alpha from data.
+    function: the user's `scorer_function`, called on the rows asked for. constant: `constant_loss`
+    everywhere.
     """
     if name == "linear_probe":
         xp, yp = x[pilot], labels[pilot]
         probe = LinearProbeScorer(C=C).fit(xp, yp)
         return RepresentativeScorer(
             "linear_probe", lambda pos: probe.losses(x[pos], labels[pos]),
-            holdout_losses=None if holdout is None or not len(holdout) else probe.losses(x[holdout], labels[holdout]),
-            info={"pilot_size": int(len(pilot)), "pilot_seed": seed, "holdout_size": 0 if holdout is None else len(holdout),
+            holdout_losses=probe.losses(x[holdout], labels[holdout]) if holdout is not None and len(holdout) else None,
+            info={"pilot_size": int(len(pilot)), "pilot_seed": seed,
+                  "holdout_size": 0 if holdout is None else len(holdout),
                   "probe_train_accuracy": float(probe.model.score(xp, yp))},
             probe=probe)
     if name == "function":

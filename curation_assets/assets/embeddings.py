@@ -54,8 +54,8 @@ def _embed_shard(context: AssetExecutionContext, embedder: SentenceEmbedder, sou
     start = time.perf_counter()
     if precomputed and take_staged_vectors(store, shard, provenance):
         # admit() checked this shard's vectors and wrote them, once: moved into place.
-        rows = store.row_count("embeddings", shard)
-        return {"dagster/row_count": rows, "dimension": store.schema("embeddings", shard).field("embedding").type.list_size,
+        dimension = store.schema("embeddings", shard).field("embedding").type.list_size
+        return {"dagster/row_count": store.row_count("embeddings", shard), "dimension": dimension,
                 "model": "precomputed", "device": "none", "normalized": False,
                 "seconds": round(time.perf_counter() - start, 3), "written": "when the shard was admitted"}
     if precomputed:

@@ -23,6 +23,7 @@ from resources.drift_policy import DriftPolicy
 from resources.storage import CurationStore
 
 from . import graph, lineage
+from .algorithms.validation import resolve_budget
 from .assets import all_assets
 from .assets.subset_export import export_is_complete
 from .checks import all_checks
@@ -188,7 +189,15 @@ def run_pipeline(
     # Nothing is registered, retired or written before every shard to (re)load fits the store.
     loading = list(shard_keys) if force else stale_partitions("raw_examples", store, shard_keys, config, resources,
                                                                  policy)
-    admit(source, store, loading, shard_keys, stage=True)
+    loaded = admit(source, store, loading, shard_keys, stage=True)
+    n = sum(loaded[k] if k in loaded else store.row_count("raw_examples", k) for k in shard_keys)
+    try:  # a budget the examples cannot fill is refused now, not after the steps before the draw
+        subsets = config_object("subsets", config)
+        resolve_budget(n, subsets.budget, subsets.budget_fraction)
+    except ValueError:
+        if store.stages:
+            store.clear_staged()
+        raise
     retired = retire_removed(store, shard_keys)
     added, removed = sync_shards(instance, shard_keys)
     log(f"shards: {len(shard_keys)} ({len(added)} newly registered, {len(loading)} to load, "

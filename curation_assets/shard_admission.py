@@ -97,8 +97,8 @@ class Admission:
             theirs = others[clash[0]]
             setting = f"source.embedding_column={self.source.embedding_column!r}"
             raise ValueError(
-                f"{setting}: shard {shard!r} has {mine}, but shard(s) {clash[:5]} in the store have "
-                f"{theirs}; give every file vectors of one dimension, or curate it into another "
+                f"{setting}: shard {shard!r} has {mine}, but shard(s) {clash[:5]}"
+                f"{' in the store' if clash[0] in self.staying else ''} have {theirs}; give every file vectors of one dimension, or curate it into another "
                 "store (--database)")
         ids = table.column("example_id").combine_chunks()
         dups = self._duplicates(shard, ids)
@@ -133,14 +133,15 @@ class Admission:
 
 
 def admit(source: ExampleSource, store: CurationStore, loading: list[str], shards: list[str], *,
-          stage: bool = False) -> None:
+          stage: bool = False) -> dict[str, int]:
     """Load and validate every shard in `loading` and check each against the store's other
     current shards (`shards` minus `loading`) and against each other, before anything is written.
     Holds one shard's rows at a time (and every shard's ids, in DuckDB). With `stage`, each checked
     shard is staged (`CurationStore.stage`, outside every view) for the admitted raw_examples run
     to promote instead of loading it again, and its precomputed vectors for the embeddings run;
-    a failure leaves nothing staged."""
+    a failure leaves nothing staged. Returns the number of rows of each shard in `loading`."""
     stage = stage and store.stages
+    rows_of = {}
     if stage:
         store.clear_staged()
     try:
@@ -148,6 +149,7 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
             for key in loading:
                 table = source.load_shard(key)
                 admission.check(key, table)
+                rows_of[key] = table.num_rows
                 if stage:
                     prov = raw_provenance(source, key, table)
                     rows, vectors = split_vectors(table)
@@ -159,6 +161,7 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
         if stage:
             store.clear_staged()
         raise
+    return rows_of
 
 
 def take_staged(source: ExampleSource, store: CurationStore, shard: str) -> bool:

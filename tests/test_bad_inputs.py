@@ -152,6 +152,25 @@ def test_a_setting_out_of_its_declared_bounds_is_one_line_before_anything_runs(t
         assert store.asset_names() == [] and not instance.get_runs()
 
 
+def test_a_budget_larger_than_the_data_is_refused_before_any_step_runs(tmp_path):
+    """The budget is checked against the source's rows once they are admitted: no asset is
+    materialised, nothing is stored or left staged (a text source would otherwise embed first)."""
+    data = tmp_path / "in"
+    data.mkdir()
+    _write(data / "a.parquet", [f"a{i}" for i in range(12)], _vectors(12, 0))
+    _write(data / "b.parquet", [f"b{i}" for i in range(8)], _vectors(8, 1))
+    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
+    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    with DagsterInstance.ephemeral() as instance:
+        with pytest.raises(ValueError, match=r"^budget: 21 is larger than the number of examples \(20\)"):
+            run_pipeline(instance, make_resources(store, source), {"subsets": {"config": {"budget": 21}}},
+                         log=lambda _: None)
+        assert store.asset_names() == [] and not instance.get_runs()
+        assert not (store.root / ".staging").exists()
+        assert run_pipeline(instance, make_resources(store, source), {"subsets": {"config": {"budget": 20}}},
+                            log=lambda _: None, extras=False)  # all of them is a budget
+
+
 def test_csv_and_jsonl_sources_work_and_unlabelled_data_gets_the_constant_scorer(tmp_path, store, instance):
     data = tmp_path / "in"
     data.mkdir()

@@ -19,6 +19,7 @@ from resources.data_source import ExampleSource
 from resources.storage import CurationStore
 
 from . import lineage
+from .arrays import embedding_matrix, embedding_table
 
 RAW = "raw_examples"
 EMBEDDINGS = "embeddings"
@@ -60,12 +61,8 @@ def split_vectors(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
     when the source has no vectors): precomputed vectors are stored once, in `embeddings`."""
     if "embedding" not in table.column_names:
         return table, None
-    col = table.column("embedding").combine_chunks()
-    typ = pa.list_(pa.field("item", pa.float32(), nullable=False), col.type.list_size)
-    vectors = pa.FixedSizeListArray.from_arrays(col.flatten(), type=typ)  # declared non-null: see arrays.py
-    ids = table.column("example_id").combine_chunks()
-    schema = pa.schema([pa.field("example_id", ids.type), pa.field("embedding", typ, nullable=False)])
-    return table.drop_columns(["embedding"]), pa.Table.from_arrays([ids, vectors], schema=schema)
+    vectors = embedding_table(table.column("example_id"), embedding_matrix(table.column("embedding")))
+    return table.drop_columns(["embedding"]), vectors
 
 
 def describe_vectors(t: pa.DataType | None) -> str:
@@ -100,8 +97,8 @@ class Admission:
                 f"{setting}: shard {shard!r} has {mine}, but shard(s) {clash[:5]}"
                 f"{' in the store' if clash[0] in self.staying else ''} have {theirs}; give every file vectors of one dimension, or curate it into another "
                 "store (--database)")
-        ids = table.column("example_id").combine_chunks()
-        dups = self._duplicates(shard, ids)
+        self.seen.register("ids", pa.table({"example_id": table.column("example_id").combine_chunks()}))
+        dups = self._duplicates(shard)
         if dups:
             raise ValueError(
                 f"source.id_column={self.source.id_column!r}: ids in shard {shard!r} already exist in other "
@@ -111,14 +108,14 @@ class Admission:
         self.seen.execute("DELETE FROM seen WHERE shard = ?", [shard])
         self.seen.execute("INSERT INTO seen SELECT example_id, ? FROM ids", [shard])
 
-    def _duplicates(self, shard: str, ids: pa.Array) -> list[tuple[str, str]]:
+    def _duplicates(self, shard: str) -> list[tuple[str, str]]:
+        """Up to five ids of the registered `ids` that another shard already holds, with that shard."""
         if not self.stored_loaded:  # the ids of the stored shards that stay, read once
             for key in self.staying:
                 self.seen.register("stored", self.store.read(RAW, [key], columns=["example_id"]))
                 self.seen.execute("INSERT INTO seen SELECT example_id, ? FROM stored", [key])
             self.seen.unregister("stored")
             self.stored_loaded = True
-        self.seen.register("ids", pa.table({"example_id": ids}))
         return self.seen.execute("SELECT example_id, shard FROM ids JOIN seen USING (example_id) "
                                  "WHERE shard <> ? ORDER BY 1, 2 LIMIT 5", [shard]).fetchall()
 

@@ -15,15 +15,21 @@ from curation_assets.pipeline import run_pipeline
 from resources import CurationStore, ExampleSource
 
 
+def _vector_shards(tmp_path, **rows):
+    """One Parquet shard of precomputed vectors per name (`a=12` -> a.parquet, ids a0..a11), the
+    source reading them and an empty store: (data folder, source, store)."""
+    data = tmp_path / "in"
+    data.mkdir()
+    for i, (name, n) in enumerate(rows.items()):
+        _write(data / f"{name}.parquet", [f"{name}{j}" for j in range(n)], _vectors(n, i))
+    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
+    return data, source, CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+
+
 @pytest.fixture
 def good(tmp_path):
     """A stored, successful run over two Parquet shards with precomputed vectors (no model)."""
-    data = tmp_path / "in"
-    data.mkdir()
-    _write(data / "a.parquet", [f"a{i}" for i in range(12)], _vectors(12, 0))
-    _write(data / "b.parquet", [f"b{i}" for i in range(12)], _vectors(12, 1))
-    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
-    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    data, source, store = _vector_shards(tmp_path, a=12, b=12)
     instance = DagsterInstance.ephemeral()
     config = {"centroids": {"config": {"n_clusters": 3}}, "subsets": {"config": {"budget": 6}}}
     run_pipeline(instance, make_resources(store, source), config, log=lambda _: None)
@@ -140,11 +146,7 @@ def test_bad_budget_is_refused_and_the_previous_subset_stays(good, config, match
     ],
 )
 def test_a_setting_out_of_its_declared_bounds_is_one_line_before_anything_runs(tmp_path, config, message):
-    data = tmp_path / "in"
-    data.mkdir()
-    _write(data / "a.parquet", [f"a{i}" for i in range(12)], _vectors(12, 0))
-    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
-    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    _, source, store = _vector_shards(tmp_path, a=12)
     with DagsterInstance.ephemeral() as instance:
         with pytest.raises(ValueError) as err:
             run_pipeline(instance, make_resources(store, source), config, log=lambda _: None, evaluate=True)
@@ -155,12 +157,7 @@ def test_a_setting_out_of_its_declared_bounds_is_one_line_before_anything_runs(t
 def test_a_budget_larger_than_the_data_is_refused_before_any_step_runs(tmp_path):
     """The budget is checked against the source's rows once they are admitted: no asset is
     materialised, nothing is stored or left staged (a text source would otherwise embed first)."""
-    data = tmp_path / "in"
-    data.mkdir()
-    _write(data / "a.parquet", [f"a{i}" for i in range(12)], _vectors(12, 0))
-    _write(data / "b.parquet", [f"b{i}" for i in range(8)], _vectors(8, 1))
-    source = ExampleSource(kind="files", path=str(data / "*.parquet"), embedding_column="vec")
-    store = CurationStore(database_path=str(tmp_path / "db" / "curation.duckdb"))
+    _, source, store = _vector_shards(tmp_path, a=12, b=8)
     with DagsterInstance.ephemeral() as instance:
         with pytest.raises(ValueError, match=r"^budget: 21 is larger than the number of examples \(20\)"):
             run_pipeline(instance, make_resources(store, source), {"subsets": {"config": {"budget": 21}}},

@@ -18,7 +18,7 @@ from .algorithms.robust_sensitivity import (
 from .algorithms.sampling import WeightedSample, sample_by_sensitivity
 from .algorithms.scorers import probe_fit_scorer
 from .algorithms.sharded_sampling import allocate_draws, allocate_uniform, draws_within_shard, uniform_within_shard
-from .algorithms.stratified_sampling import choose_stratified_alpha, strata_of, stratified_sensitivity_sample
+from .algorithms.stratified_sampling import choose_stratified_design, strata_of, stratified_sensitivity_sample
 from .arrays import embedding_matrix
 from .progress import Progress
 from .stored_inputs import load_centroids, read_shards
@@ -147,22 +147,29 @@ def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, m
 
 
 def stratified_sample(store, totals: ShardTotals, m: int, configured: float | None, holdout: pa.Table | None,
-                      holdout_rule: str, seed: int) -> tuple[Picked, float, str]:
-    """Systematic sampling along the clusters over all rows: holds one float and one cluster id
-    per example (not the embeddings), and the centroids to group clusters when m < k. alpha:
-    configured, else chosen on the labelled holdout, else 1 (proportional: never worse than uniform)."""
-    s, c, holdout_rows = [], [], []
+                      holdout_rule: str, seed: int) -> tuple[Picked, float, str, str]:
+    """Systematic sampling along the clusters over all rows: holds two floats and one cluster id
+    per example (not the embeddings), and the centroids to group clusters when m < k. The
+    sensitivity (the clusters', or the probe's expected loss where one was stored) and alpha:
+    configured (the clusters'), else chosen on the labelled holdout, else alpha = 1
+    (proportional: never worse than uniform). Returns (rows, alpha, rule, source)."""
+    s, e, c, holdout_rows = [], [], [], []
     wanted = holdout.column("example_id").combine_chunks() if holdout is not None else None
     for i, key in enumerate(totals.keys):
-        t = store.read("sensitivities", [key], columns=["example_id", "sensitivity", "cluster_id"])
+        t = store.read("sensitivities", [key])  # older stores have no expected_loss: None below
         s.append(t.column("sensitivity").to_numpy())
         c.append(t.column("cluster_id").to_numpy())
+        if "expected_loss" in t.column_names and t.column("expected_loss").null_count == 0:
+            e.append(t.column("expected_loss").to_numpy())
         if wanted is not None:  # where each held-out example is, in the global row order
             at = pc.index_in(wanted, value_set=t.column("example_id").combine_chunks()).to_numpy(zero_copy_only=False)
             found = ~np.isnan(at.astype(np.float64))
             holdout_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
-    s, c = np.concatenate(s), np.concatenate(c).astype(np.int64)
+    candidates = {"clusters": np.concatenate(s),
+                  "probe": np.concatenate(e) if len(e) == len(totals.keys) else None}
+    c = np.concatenate(c).astype(np.int64)
     centroids, _ = load_centroids(store)
+    source = None
     if configured is not None:
         alpha, rule = float(configured), "configured"
     elif holdout is None:
@@ -174,10 +181,12 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
                              "re-materialize representative_losses")
         order = np.argsort(hits[:, 0])
         strata = strata_of(c, m, seed, centroids)
-        alpha = choose_stratified_alpha(hits[order, 1], holdout.column("loss").to_numpy(), s, strata, m, seed)
+        source, alpha = choose_stratified_design(hits[order, 1], holdout.column("loss").to_numpy(), candidates,
+                                                 strata, m, seed)
         rule = holdout_rule
-    sample = stratified_sensitivity_sample(s, c, m, seed, alpha=alpha, centroids=centroids)
-    return _split_global(store, totals, sample), alpha, rule
+    source = source or "clusters"
+    sample = stratified_sensitivity_sample(candidates[source], c, m, seed, alpha=alpha, centroids=centroids)
+    return _split_global(store, totals, sample), alpha, rule, source
 
 
 def _split_global(store, totals: ShardTotals, sample: WeightedSample) -> Picked:
@@ -221,8 +230,9 @@ def draw_sensitivity_subset(store, totals: ShardTotals, m: int, sampling: str, c
         picked, meta = adaptive_sample(store, totals.keys, m, seed, rounds, configured_alpha)
         return picked, meta.pop("alpha"), "auto (adaptive pilot)", meta
     if sampling == "stratified":
-        picked, alpha, rule = stratified_sample(store, totals, m, configured_alpha, holdout, holdout_rule, seed)
-        return picked, alpha, rule, {}
+        picked, alpha, rule, source = stratified_sample(store, totals, m, configured_alpha, holdout, holdout_rule,
+                                                        seed)
+        return picked, alpha, rule, {"sensitivity_source": source}
     alpha, rule = choose_alpha(configured_alpha, holdout, holdout_rule, totals)
     defensive_probabilities(np.ones(1), alpha)  # validates alpha before any draw or write
     if alpha == 1.0 and sampling == "with_replacement":

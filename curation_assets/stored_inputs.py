@@ -136,6 +136,17 @@ def load_holdout(store: CurationStore, losses_version: str) -> tuple[pa.Table | 
     return holdout, "auto (labelled holdout)"
 
 
+def load_probe(store: CurationStore, losses_version: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(W, b) of the probe representative_losses fit in `losses_version` (p = softmax(W x + b)),
+    or None when it used no probe."""
+    if not store.exists("probe_coefficients"):
+        return None
+    t = store.read("probe_coefficients")
+    if set(t.column("version").unique().to_pylist()) != {losses_version}:
+        return None
+    return np.array(t.column("coefficients").to_pylist(), dtype=np.float64), t.column("intercept").to_numpy()
+
+
 def version_name(run_id: str) -> str:
     """A subset version: UTC time (sorts in write order) and the run that wrote it."""
     return f"{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{run_id[:8]}"

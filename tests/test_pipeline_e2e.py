@@ -119,12 +119,17 @@ def test_tables_hold_the_expected_rows(pipeline):
         sub = con.execute("SELECT count(*), sum(draws), any_value(budget), min(weight) FROM sensitivity_subset").fetchone()
         assert sub[1] == 10 and sub[2] == 10 and sub[0] <= 10 and sub[3] > 0
         # weights are 1 / (m p) per draw, p the defensive mixture alpha/n + (1 - alpha) s/sum(s), with
-        # alpha chosen on the probe's losses at held-out labelled rows (one of the grid's values)
+        # s (the clusters' sensitivity or the probe's expected loss, both stored) and alpha chosen on
+        # the probe's losses at held-out labelled rows (one of the grid's values)
         meta = instance.get_latest_materialization_event(AssetKey("sensitivity_subset")).asset_materialization.metadata
-        alpha = meta["alpha"].value
+        alpha, source = meta["alpha"].value, meta["sensitivity_source"].value
         assert alpha in ALPHA_GRID and meta["alpha_rule"].value == "auto (labelled holdout)"
+        assert con.execute("SELECT count(expected_loss), min(expected_loss) >= 0 FROM sensitivities").fetchone() \
+            == (40, True)
+        column = {"clusters": "sensitivity", "probe": "expected_loss"}[source]
         off = con.execute(
-            "SELECT max(abs(s.weight - s.draws / (s.budget * (? / 40 + (1 - ?) * p.probability)))) "
+            f"SELECT max(abs(s.weight - s.draws / (s.budget * (? / 40 + (1 - ?) * p.{column} / "
+            f"(SELECT sum({column}) FROM sensitivities))))) "
             "FROM sensitivity_subset s JOIN sensitivities p USING (example_id)", [alpha, alpha]
         ).fetchone()[0]
         assert off < 1e-9

@@ -170,3 +170,21 @@ def test_holdout_losses_are_the_probes_own_losses_on_rows_it_was_not_fit_on():
     in_sample = probe.losses(x[pilot], labels[pilot])
     assert scorer.holdout_losses.mean() > 1.2 * in_sample.mean()  # its own training rows look too good
     assert scorer.info["holdout_size"] == holdout.size
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_expected_losses_are_the_probes_expected_cross_entropy_from_its_stored_coefficients(classes):
+    """E over y ~ p(.|x) of -log p(y|x), from the coefficients as stored (binary models included),
+    equals the mean of the probe's own losses over every label weighted by its probabilities."""
+    from curation_assets.algorithms.scorers import expected_losses, softmax_coefficients
+
+    rng = np.random.default_rng(classes)
+    x = rng.normal(size=(300, 5))
+    y = np.array([f"c{i}" for i in rng.integers(0, classes, 300)], dtype=object)
+    probe = LinearProbeScorer().fit(x[:200], y[:200])
+    names, w, b = softmax_coefficients(probe.model)
+    assert w.shape == (classes, 5) and list(names) == sorted(set(y))
+    p = probe.model.predict_proba(x[200:])
+    by_label = np.stack([probe.losses(x[200:], np.full(100, c, dtype=object)) for c in names], axis=1)
+    np.testing.assert_allclose(expected_losses(x[200:], w, b), (p * by_label).sum(axis=1), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(probe.expected_losses(x[200:]), (p * by_label).sum(axis=1), rtol=1e-6, atol=1e-9)

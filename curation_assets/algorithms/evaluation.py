@@ -22,7 +22,7 @@ from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defe
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
 from .scorers import LinearProbeScorer, probe_fit_scorer, seeded_holdout
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
-from .stratified_sampling import choose_stratified_alpha, strata_of, stratified_sensitivity_sample
+from .stratified_sampling import choose_stratified_design, strata_of, stratified_sensitivity_sample
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Pool:
     pilot: np.ndarray  # rows the probe was fit on
     holdout: np.ndarray  # rows outside the pilot whose probe losses choose the automatic alpha
     centroids: np.ndarray  # (k, d) of the pool's k-means
+    expected_losses: np.ndarray  # the probe's expected loss at each row (no label needed)
 
     @property
     def n(self) -> int:
@@ -75,7 +76,8 @@ def build_pool(x, labels, *, n_clusters: int | None = None, seed: int = 0, pilot
     v[present] = losses[reps[present]]
     lam = balanced_lambda(v, cluster_ids, sq_dist, z)
     s = sensitivity_scores(v, cluster_ids, sq_dist, lam, z)
-    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, seeded_holdout(n, pilot, seed), km.centroids)
+    return Pool(x, labels, cluster_ids, sq_dist, k, losses, s, pilot, seeded_holdout(n, pilot, seed), km.centroids,
+                probe.expected_losses(x))
 
 
 def _adaptive(pool: Pool, m: int, seed: int, rounds: int = 2) -> WeightedSample:
@@ -97,11 +99,12 @@ def _auto_alpha(pool: Pool, m: int, seed: int) -> WeightedSample:
 
 
 def _stratified_auto(pool: Pool, m: int, seed: int) -> WeightedSample:
-    """The pipeline's default: systematic along the clusters, alpha chosen on the probe's losses
-    at the held-out rows."""
+    """The pipeline's default: systematic along the clusters; the sensitivity (the clusters' or
+    the probe's expected loss) and alpha chosen on the probe's losses at the held-out rows."""
     strata = strata_of(pool.cluster_ids, m, seed, pool.centroids)
-    alpha = choose_stratified_alpha(pool.holdout, pool.losses[pool.holdout], pool.sensitivities, strata, m, seed)
-    return stratified_sensitivity_sample(pool.sensitivities, pool.cluster_ids, m, seed, alpha=alpha,
+    candidates = {"clusters": pool.sensitivities, "probe": pool.expected_losses}
+    source, alpha = choose_stratified_design(pool.holdout, pool.losses[pool.holdout], candidates, strata, m, seed)
+    return stratified_sensitivity_sample(candidates[source or "clusters"], pool.cluster_ids, m, seed, alpha=alpha,
                                          centroids=pool.centroids)
 
 

@@ -68,6 +68,39 @@ class LinearProbeScorer:
         )
         return -np.log(np.clip(p_true, eps, 1.0))
 
+    def expected_losses(self, embeddings) -> np.ndarray:
+        """The probe's expected loss at each row, without labels (see `expected_losses`)."""
+        if self.model is None:
+            raise RuntimeError("LinearProbeScorer.expected_losses called before fit")
+        _, w, b = softmax_coefficients(self.model)
+        return expected_losses(as_embedding_matrix(embeddings), w, b)
+
+
+def softmax_coefficients(model: LogisticRegression) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, W (c, d), b (c,)) with p(y | x) = softmax(W x + b): a fitted scikit-learn
+    logistic regression in one form for any number of classes (the binary model's single row w
+    becomes the rows 0 and w, since sigmoid(t) = softmax(0, t)), so it can be stored and reused."""
+    w, b = np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64)
+    if w.shape[0] == 1 and len(model.classes_) == 2:
+        w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
+    return np.asarray(model.classes_), w, b
+
+
+def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """E[-log p(y | x)] under the probe's own p: the entropy of softmax(W x + b) at each row.
+
+    Why: a calibrated probe's expected cross-entropy at x is its loss there on average over
+    the label, known without the label, so it can steer sampling toward the rows of a cluster
+    whose loss is high (stratified_sampling.py), which one representative per cluster cannot."""
+    x = np.asarray(x)
+    out = np.empty(x.shape[0], dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        t = x[start:start + chunk].astype(np.float64) @ w.T + b
+        t -= t.max(axis=1, keepdims=True)
+        log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
+        out[start:start + chunk] = -(np.exp(log_p) * log_p).sum(axis=1)
+    return np.maximum(out, 0.0)
+
 
 def probe_fit_scorer(embeddings, labels, C: float = 1.0) -> Callable:
     """fit_scorer for adaptive sampling: chosen rows -> a linear probe fit on them, returned as

@@ -10,7 +10,13 @@ from resources.storage import CurationStore
 
 from .. import lineage
 from ..algorithms.robust_sensitivity import cluster_losses_from_members
-from ..algorithms.scorers import representative_scorer, resolve_scorer, seeded_holdout, seeded_pilot
+from ..algorithms.scorers import (
+    representative_scorer,
+    resolve_scorer,
+    seeded_holdout,
+    seeded_pilot,
+    softmax_coefficients,
+)
 from ..graph import NEW_SHARDS_TAG
 from ..plots import bars
 from ..stored_inputs import RowsByNumber, load_centroids, registered_shards, scan_assignments, shard_row_counts
@@ -103,8 +109,15 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "centroids_version": pa.array([centroids_version] * k, pa.string()),
         "version": pa.array([version] * k, pa.string()),
     })
-    # The side table first: the file carrying the provenance marks the step done, so a run killed
-    # between the two writes redoes the step instead of leaving it "current" without its holdout.
+    # The side tables first: the file carrying the provenance marks the step done, so a run killed
+    # between the writes redoes the step instead of leaving it "current" without its holdout.
+    if scorer.probe is not None:  # sensitivities scores every row with it (its expected loss)
+        classes, w, b = softmax_coefficients(scorer.probe.model)
+        store.write("probe_coefficients", pa.table({
+            "class": pa.array([str(c) for c in classes], pa.string()),
+            "coefficients": pa.array(list(w), pa.list_(pa.float64())),
+            "intercept": pa.array(b),
+            "version": pa.array([version] * len(b), pa.string())}))
     if holdout_table is not None:
         store.write("holdout_losses",
                     holdout_table.append_column("version", pa.array([version] * holdout_table.num_rows)))

@@ -7,6 +7,7 @@ from pydantic import Field
 from resources.storage import CurationStore
 
 from .. import lineage
+from ..algorithms.scorers import expected_losses
 from ..algorithms.sensitivity import (
     MAX_Z,
     balanced_lambda_from_cluster_sums,
@@ -14,9 +15,10 @@ from ..algorithms.sensitivity import (
     distance_term,
     sensitivity_scores,
 )
+from ..arrays import embedding_matrix, sort_by_id
 from ..partitions import shards
 from ..plots import histogram
-from ..stored_inputs import load_losses, read_shards, registered_shards
+from ..stored_inputs import load_losses, load_probe, read_shards, registered_shards
 
 
 class SensitivityConfig(Config):
@@ -31,10 +33,11 @@ class SensitivityConfig(Config):
 
 @asset(
     partitions_def=shards,
-    deps=["cluster_assignments", "representative_losses"],
+    deps=["cluster_assignments", "representative_losses", "embeddings"],
     group_name="curation",
     kinds={"parquet"},
-    description="s_i = v_a(i) + lambda * d_i^z per example; the DuckDB view adds p_i = s_i / sum(s).",
+    description="s_i = v_a(i) + lambda * d_i^z per example; the DuckDB view adds p_i = s_i / sum(s). With a "
+                "probe, also its expected loss at each example (read from its embedding).",
 )
 def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, store: CurationStore) -> MaterializeResult:
     z = check_z(config.z)
@@ -60,15 +63,16 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         lambda_rule = "balanced"
     else:
         lam, lambda_rule = float(config.lambda_), "configured"
+    probe = load_probe(store, losses_version)
     for shard in context.partition_keys:  # one shard, or a range of them in one run
         provenance = lineage.expected(store, "sensitivities", shard, [shard], config, run=context.run.run_id)
-        meta = _score_shard(store, shard, v, lam, z, centroids_version, losses_version, provenance)
+        meta = _score_shard(store, shard, v, lam, z, centroids_version, losses_version, provenance, probe)
         context.add_asset_metadata({**meta, "lambda_rule": lambda_rule}, partition_key=shard)
     return MaterializeResult()
 
 
 def _score_shard(store: CurationStore, shard: str, v: np.ndarray, lam: float, z: float, centroids_version: str,
-                 losses_version: str, provenance: dict) -> dict:
+                 losses_version: str, provenance: dict, probe: tuple[np.ndarray, np.ndarray] | None) -> dict:
     assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
                          expected_version=centroids_version, upstream="centroids (than representative_losses)")
     a = assign.column("cluster_id").to_numpy().astype(np.int64)
@@ -76,12 +80,14 @@ def _score_shard(store: CurationStore, shard: str, v: np.ndarray, lam: float, z:
     s = sensitivity_scores(v, a, d2, lam, z)
     loss_term = v[a]
     n = len(s)
+    expected = None if probe is None else _expected_losses(store, shard, assign.column("example_id"), probe)
     table = pa.table({
         "example_id": assign.column("example_id"),
         "cluster_id": assign.column("cluster_id"),
         "sensitivity": pa.array(s),
         "loss_term": pa.array(loss_term),
         "distance_term": pa.array(lam * distance_term(d2, z)),
+        "expected_loss": pa.array(expected if expected is not None else [None] * n, pa.float64()),
         "lambda_": pa.array(np.full(n, lam)),
         "z": pa.array(np.full(n, z)),
         "losses_version": pa.array([losses_version] * n, pa.string()),
@@ -95,4 +101,18 @@ def _score_shard(store: CurationStore, shard: str, v: np.ndarray, lam: float, z:
         "loss_term_share": float(loss_term.sum() / s.sum()),
         "max_over_mean": float(s.max() / s.mean()),
         "sensitivity": histogram(s, f"sensitivity, shard {shard}", "s_i"),
+        **({} if expected is None else {"mean_expected_loss": float(expected.mean())}),
     }
+
+
+def _expected_losses(store: CurationStore, shard: str, ids: pa.ChunkedArray, probe) -> np.ndarray:
+    """The probe's expected loss at each row of the shard, in the assignments' row order."""
+    emb = sort_by_id(store.read("embeddings", [shard]))  # the order read_shards gives the assignments
+    if not emb.column("example_id").equals(ids):
+        raise ValueError(f"embeddings of shard {shard!r}: rows differ from its cluster_assignments; "
+                         "re-materialize cluster_assignments for it")
+    x = embedding_matrix(emb.column("embedding"))
+    if x.shape[1] != probe[0].shape[1]:
+        raise ValueError(f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the probe's "
+                         f"{probe[0].shape[1]}; re-materialize representative_losses")
+    return expected_losses(x, *probe)

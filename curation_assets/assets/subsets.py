@@ -25,8 +25,9 @@ class SubsetConfig(Config):
         description="Defensive mixture p = alpha/n + (1 - alpha) s/sum(s): the estimate's second moment is at "
                     "most 1/alpha times uniform sampling's, whatever the loss does; 0 is the plain method. "
                     "None: chosen from the probe's losses on held-out labelled rows; for 'stratified' among "
-                    "STRATIFIED_ALPHA_GRID, keeping 1 (proportional stratification) unless a smaller one wins "
-                    "in 90% of bootstrap resamples, and 1 without one; for the others 1 = uniform when the "
+                    "STRATIFIED_ALPHA_GRID, with s the clusters' sensitivity or the probe's expected loss, keeping 1 "
+                    "(proportional stratification) unless a design wins in 90% of bootstrap resamples, and 1 "
+                    "without labels; for the others 1 = uniform when the "
                     "sensitivities do not predict the losses, and 0.5 without labels.",
     )
     rounds: int = Field(default=2, ge=2, description="sampling 'adaptive': rounds (round 0 is a uniform pilot of 20% of m).")
@@ -67,7 +68,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     totals = ShardTotals(store, keys, losses_version, k, holdout_ids, log=context.log.info)
     n = totals.n
     m = resolve_budget(n, config.budget, config.budget_fraction)
-    sens_picked, alpha, alpha_rule, adaptive_meta = draw_sensitivity_subset(
+    sens_picked, alpha, alpha_rule, sampler_meta = draw_sensitivity_subset(
         store, totals, m, config.sampling, config.alpha, holdout, holdout_rule, config.seed, config.rounds)
     unif_picked = sharded_uniform_sample(store, totals, m, config.seed)
 
@@ -89,6 +90,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
                                 [[key, s_sum[key], u_sum[key]] for key in s_sum])
     common = {"n_examples": n, "budget": m, "seed": config.seed, "version": version, "shards": len(keys)}
     lam = float(totals.lam)
+    source = f", s from {sampler_meta['sensitivity_source']}" if "sensitivity_source" in sampler_meta else ""
     yield MaterializeResult(
         asset_key="sensitivity_subset",
         metadata={
@@ -97,13 +99,13 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
             "sampling": config.sampling,
             "alpha": alpha,
             "alpha_rule": alpha_rule,
-            **adaptive_meta,
+            **sampler_meta,
             "lambda": lam,
             "z": float(totals.z),
             **{k_: v for k_, v in s_sum.items() if k_ != "rows"},
             "summary": MetadataValue.md(
                 f"Drew **{m}** of **{n}** examples by sensitivity ({config.sampling}, seed {config.seed}, "
-                f"lambda {lam:.4g}, alpha {alpha:g}, {alpha_rule}).\n\n{comparison}"
+                f"lambda {lam:.4g}, alpha {alpha:g}, {alpha_rule}{source}).\n\n{comparison}"
             ),
             "weights": histogram(sens_picked.sample.weights, "importance weights", "weight"),
             "cluster_shares": share_plot,

@@ -4,6 +4,8 @@ reads that hold one shard at a time, and each upstream's loader (checked to be i
 Assets read their inputs through here, never through another asset's module."""
 
 import datetime as dt
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +59,21 @@ def read_shards(store: CurationStore, asset: str, keys: list[str], columns: list
             f"re-materialize {asset} for them"
         )
     return sort_by_id(pa.concat_tables(tables, promote_options="permissive"))
+
+
+def prefetched(keys: list[str], read: Callable[[str], object]) -> Iterator[tuple[str, object]]:
+    """(key, read(key)) for each key in order, the next shard's read running in a thread while
+    the caller works on this one (Parquet reads release the GIL, as do faiss and BLAS): the
+    per-shard loops overlap I/O with compute and still hold at most two shards."""
+    if not keys:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, keys[0])
+        for i, key in enumerate(keys):
+            value = pending.result()
+            if i + 1 < len(keys):
+                pending = pool.submit(read, keys[i + 1])
+            yield key, value
 
 
 def shard_row_counts(store: CurationStore, asset: str, keys: list[str]) -> np.ndarray:
@@ -179,13 +196,15 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
     counts, stale, null_labels, distinct = [], [], 0, set()
     offset = 0
     progress = Progress(len(keys), "representative_losses: scanning assignments", log, unit="shards")
-    for key in keys:
-        a = store.read("cluster_assignments", [key],
-                       columns=["example_id", "cluster_id", "sq_distance", "centroids_version"])
+    def read(key):
+        return (store.read("cluster_assignments", [key],
+                           columns=["example_id", "cluster_id", "sq_distance", "centroids_version"]),
+                store.read("raw_examples", [key], columns=["example_id", "label"]),
+                store.read("embeddings", [key], columns=["example_id"]).column("example_id"))
+
+    for key, (a, raw, emb_ids) in prefetched(keys, read):
         if set(a.column("centroids_version").unique().to_pylist()) != {centroids_version}:
             stale.append(key)
-        raw = store.read("raw_examples", [key], columns=["example_id", "label"])
-        emb_ids = store.read("embeddings", [key], columns=["example_id"]).column("example_id")
         if not (a.column("example_id").equals(raw.column("example_id")) and a.column("example_id").equals(emb_ids)):
             raise ValueError(
                 f"raw_examples, embeddings and cluster_assignments hold different examples in shard {key!r}; "

@@ -13,7 +13,7 @@ from ..arrays import embedding_matrix
 from ..partitions import shards
 from ..plots import bars, histogram
 from ..progress import Progress
-from ..stored_inputs import load_centroids, load_fit_summary
+from ..stored_inputs import load_centroids, load_fit_summary, prefetched
 
 PROGRESS_CHUNK = 262_144  # rows per assignment call: one progress line per ~second of work
 
@@ -40,15 +40,21 @@ def assign_with_progress(x: np.ndarray, c: np.ndarray, device, label: str, log) 
 )
 def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
                         compute: ComputeDevice) -> MaterializeResult:
-    for shard in context.partition_keys:  # one shard, or a range of them in one run
-        context.add_asset_metadata(_assign_shard(context, store, compute, shard), partition_key=shard)
+    fit = load_centroids(store), load_fit_summary(store)
+
+    def read(shard):  # what the shard is computed from is recorded before its vectors are read
+        provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
+        return provenance, store.read("embeddings", [shard])
+
+    for shard, (provenance, emb) in prefetched(context.partition_keys, read):  # one shard, or a range of them
+        meta = _assign_shard(context, store, compute, shard, emb, provenance, *fit)
+        context.add_asset_metadata(meta, partition_key=shard)
     return MaterializeResult()
 
 
-def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute: ComputeDevice, shard: str) -> dict:
-    c, version = load_centroids(store)
-    provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
-    emb = store.read("embeddings", [shard])
+def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute: ComputeDevice, shard: str,
+                  emb: pa.Table, provenance: dict, centroids: tuple[np.ndarray, str], fit_summary: tuple) -> dict:
+    c, version = centroids
     x = embedding_matrix(emb.column("embedding"))
     if x.shape[1] != c.shape[1]:
         raise ValueError(
@@ -63,8 +69,7 @@ def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute:
         "sq_distance": pa.array(sq_dist),
         "centroids_version": pa.array([version] * len(labels), pa.string()),
     })
-    fit_share, fit_cost = load_fit_summary(store)
-    drift = measure_drift(labels, sq_dist, fit_share, fit_cost)
+    drift = measure_drift(labels, sq_dist, *fit_summary)
     store.write("assignment_drift", pa.table({
         "shard": [shard], "examples": [drift.n], "cost_per_point": [drift.cost_per_point],
         "cost_ratio": [drift.cost_ratio], "share_shift": [drift.share_shift],

@@ -18,7 +18,7 @@ from ..algorithms.sensitivity import (
 from ..arrays import embedding_matrix, sort_by_id
 from ..partitions import shards
 from ..plots import histogram
-from ..stored_inputs import load_losses, load_probe, read_shards, registered_shards
+from ..stored_inputs import load_losses, load_probe, prefetched, read_shards, registered_shards
 
 
 class SensitivityConfig(Config):
@@ -64,23 +64,31 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
     else:
         lam, lambda_rule = float(config.lambda_), "configured"
     probe = load_probe(store, losses_version)
-    for shard in context.partition_keys:  # one shard, or a range of them in one run
+
+    def read(shard):  # what the shard is computed from is recorded before its inputs are read
         provenance = lineage.expected(store, "sensitivities", shard, [shard], config, run=context.run.run_id)
-        meta = _score_shard(store, shard, v, lam, z, centroids_version, losses_version, provenance, probe)
+        assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
+                             expected_version=centroids_version,
+                             upstream="centroids (than representative_losses)")
+        # in the order read_shards gives the assignments
+        emb = None if probe is None else sort_by_id(store.read("embeddings", [shard]))
+        return provenance, assign, emb
+
+    for shard, (provenance, assign, emb) in prefetched(context.partition_keys, read):  # one shard or a range
+        meta = _score_shard(store, shard, assign, emb, v, lam, z, losses_version, provenance, probe)
         context.add_asset_metadata({**meta, "lambda_rule": lambda_rule}, partition_key=shard)
     return MaterializeResult()
 
 
-def _score_shard(store: CurationStore, shard: str, v: np.ndarray, lam: float, z: float, centroids_version: str,
-                 losses_version: str, provenance: dict, probe: tuple[np.ndarray, np.ndarray] | None) -> dict:
-    assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
-                         expected_version=centroids_version, upstream="centroids (than representative_losses)")
+def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb: pa.Table | None, v: np.ndarray,
+                 lam: float, z: float, losses_version: str, provenance: dict,
+                 probe: tuple[np.ndarray, np.ndarray] | None) -> dict:
     a = assign.column("cluster_id").to_numpy().astype(np.int64)
     d2 = assign.column("sq_distance").to_numpy()
     s = sensitivity_scores(v, a, d2, lam, z)
     loss_term = v[a]
     n = len(s)
-    expected = None if probe is None else _expected_losses(store, shard, assign.column("example_id"), probe)
+    expected = None if emb is None else _expected_losses(shard, emb, assign.column("example_id"), probe)
     table = pa.table({
         "example_id": assign.column("example_id"),
         "cluster_id": assign.column("cluster_id"),
@@ -105,9 +113,8 @@ def _score_shard(store: CurationStore, shard: str, v: np.ndarray, lam: float, z:
     }
 
 
-def _expected_losses(store: CurationStore, shard: str, ids: pa.ChunkedArray, probe) -> np.ndarray:
+def _expected_losses(shard: str, emb: pa.Table, ids: pa.ChunkedArray, probe) -> np.ndarray:
     """The probe's expected loss at each row of the shard, in the assignments' row order."""
-    emb = sort_by_id(store.read("embeddings", [shard]))  # the order read_shards gives the assignments
     if not emb.column("example_id").equals(ids):
         raise ValueError(f"embeddings of shard {shard!r}: rows differ from its cluster_assignments; "
                          "re-materialize cluster_assignments for it")

@@ -25,8 +25,13 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _figure(width: float, height: float):
-    return plt.subplots(figsize=(width, height), layout="constrained")
+def _figure(width: float, height: float, fixed: bool = False):
+    """A figure and its axes: laid out by constrained layout, or (`fixed`: plots without rotated
+    tick labels, drawn per shard) in fixed margins, a third cheaper to render."""
+    if not fixed:
+        return plt.subplots(figsize=(width, height), layout="constrained")
+    fig = plt.figure(figsize=(width, height))
+    return fig, fig.add_axes((0.9 / width, 0.5 / height, 1 - 1.1 / width, 1 - 0.85 / height))
 
 
 def png_markdown(png: bytes, title: str) -> MetadataValue:
@@ -58,7 +63,7 @@ def metric_vs_budget(series: dict[str, tuple[list, list, list | None]], title: s
 
 
 def histogram(values, title: str, xlabel: str, bins: int = 40) -> MetadataValue:
-    fig, ax = _figure(6, 3.2)
+    fig, ax = _figure(6, 3.2, fixed=True)
     counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
     ax.stairs(counts, edges, fill=True, color="#3b6ea8")
     ax.set_xlabel(xlabel)
@@ -78,7 +83,7 @@ def _bars(ax, x0: float, width: float, values, fill: bool = True, **style) -> No
 
 
 def bars(labels, values, title: str, ylabel: str) -> MetadataValue:
-    fig, ax = _figure(max(4, 0.18 * min(len(values), MAX_BARS) + 2), 3.2)
+    fig, ax = _figure(max(4, 0.18 * min(len(values), MAX_BARS) + 2), 3.2, fixed=len(labels) > 30)
     _bars(ax, 0.0, 0.8, values, color="#3b6ea8")
     if len(labels) <= 30:
         ax.set_xticks(np.arange(len(values)), [str(x) for x in labels], rotation=90, fontsize=7)

@@ -20,6 +20,7 @@ from resources.storage import CurationStore
 
 from . import lineage
 from .arrays import embedding_matrix, embedding_table
+from .stored_inputs import prefetched
 
 RAW = "raw_examples"
 EMBEDDINGS = "embeddings"
@@ -143,12 +144,14 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
         store.clear_staged()
     try:
         with Admission(source, store, [k for k in shards if k not in loading]) as admission:
-            for key in loading:
+            def load(key):  # in a thread, the next shard's while this one is checked and staged
                 table = source.load_shard(key)
+                return table, raw_provenance(source, key, table) if stage else None
+
+            for key, (table, prov) in prefetched(loading, load):
                 admission.check(key, table)
                 rows_of[key] = table.num_rows
                 if stage:
-                    prov = raw_provenance(source, key, table)
                     rows, vectors = split_vectors(table)
                     store.stage(RAW, rows, key, provenance=prov)
                     if vectors is not None:  # written here, once: the embeddings run promotes them

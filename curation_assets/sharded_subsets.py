@@ -156,7 +156,9 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
     s, e, c, holdout_rows = [], [], [], []
     wanted = holdout.column("example_id").combine_chunks() if holdout is not None else None
     for i, key in enumerate(totals.keys):
-        t = store.read("sensitivities", [key])  # older stores have no expected_loss: None below
+        columns = ["example_id", "sensitivity", "cluster_id"]
+        columns += ["expected_loss"] if "expected_loss" in store.schema("sensitivities", key).names else []
+        t = store.read("sensitivities", [key], columns=columns)  # older stores: no expected_loss, None below
         s.append(t.column("sensitivity").to_numpy())
         c.append(t.column("cluster_id").to_numpy())
         if "expected_loss" in t.column_names and t.column("expected_loss").null_count == 0:

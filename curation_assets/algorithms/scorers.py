@@ -93,9 +93,10 @@ def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.
     the label, known without the label, so it can steer sampling toward the rows of a cluster
     whose loss is high (stratified_sampling.py), which one representative per cluster cannot."""
     x = np.asarray(x)
+    wx = np.asarray(w, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
     out = np.empty(x.shape[0], dtype=np.float64)
-    for start in range(0, x.shape[0], chunk):
-        t = x[start:start + chunk].astype(np.float64) @ w.T + b
+    for start in range(0, x.shape[0], chunk):  # the product in the vectors' precision, the rest in float64
+        t = (x[start:start + chunk] @ wx.T).astype(np.float64) + b
         t -= t.max(axis=1, keepdims=True)
         log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
         out[start:start + chunk] = -(np.exp(log_p) * log_p).sum(axis=1)

@@ -1,6 +1,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 from pydantic import Field
 
@@ -15,7 +16,7 @@ from ..algorithms.sensitivity import (
     distance_term,
     sensitivity_scores,
 )
-from ..arrays import embedding_matrix, sort_by_id
+from ..arrays import embedding_matrix
 from ..partitions import shards
 from ..plots import histogram
 from ..stored_inputs import load_losses, load_probe, prefetched, read_shards, registered_shards
@@ -70,8 +71,7 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
                              expected_version=centroids_version,
                              upstream="centroids (than representative_losses)")
-        # in the order read_shards gives the assignments
-        emb = None if probe is None else sort_by_id(store.read("embeddings", [shard]))
+        emb = None if probe is None else store.read("embeddings", [shard])
         return provenance, assign, emb
 
     for shard, (provenance, assign, emb) in prefetched(context.partition_keys, read):  # one shard or a range
@@ -114,12 +114,14 @@ def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb: pa.Tab
 
 
 def _expected_losses(shard: str, emb: pa.Table, ids: pa.ChunkedArray, probe) -> np.ndarray:
-    """The probe's expected loss at each row of the shard, in the assignments' row order."""
-    if not emb.column("example_id").equals(ids):
+    """The probe's expected loss at each row of the shard, in the assignments' row order (by id,
+    as read_shards gives them): computed in the file's order, then permuted, not the vectors."""
+    order = pc.sort_indices(emb.column("example_id"))
+    if not emb.column("example_id").take(order).equals(ids):
         raise ValueError(f"embeddings of shard {shard!r}: rows differ from its cluster_assignments; "
                          "re-materialize cluster_assignments for it")
     x = embedding_matrix(emb.column("embedding"))
     if x.shape[1] != probe[0].shape[1]:
         raise ValueError(f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the probe's "
                          f"{probe[0].shape[1]}; re-materialize representative_losses")
-    return expected_losses(x, *probe)
+    return expected_losses(x, *probe)[order.to_numpy()]

@@ -18,7 +18,13 @@ from .algorithms.robust_sensitivity import (
 from .algorithms.sampling import WeightedSample, sample_by_sensitivity
 from .algorithms.scorers import probe_fit_scorer
 from .algorithms.sharded_sampling import allocate_draws, allocate_uniform, draws_within_shard, uniform_within_shard
-from .algorithms.stratified_sampling import choose_stratified_design, strata_of, stratified_sensitivity_sample
+from .algorithms.stratified_sampling import (
+    CLUSTERS,
+    PROBE,
+    choose_stratified_design,
+    strata_of,
+    stratified_sensitivity_sample,
+)
 from .arrays import embedding_matrix
 from .progress import Progress
 from .stored_inputs import load_centroids, read_shards
@@ -167,8 +173,7 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
             at = pc.index_in(wanted, value_set=t.column("example_id").combine_chunks()).to_numpy(zero_copy_only=False)
             found = ~np.isnan(at.astype(np.float64))
             holdout_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
-    candidates = {"clusters": np.concatenate(s),
-                  "probe": np.concatenate(e) if len(e) == len(totals.keys) else None}
+    candidates = {CLUSTERS: np.concatenate(s), PROBE: np.concatenate(e) if len(e) == len(totals.keys) else None}
     c = np.concatenate(c).astype(np.int64)
     centroids, _ = load_centroids(store)
     source = None
@@ -186,7 +191,7 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
         source, alpha = choose_stratified_design(hits[order, 1], holdout.column("loss").to_numpy(), candidates,
                                                  strata, m, seed)
         rule = holdout_rule
-    source = source or "clusters"
+    source = source or CLUSTERS
     sample = stratified_sensitivity_sample(candidates[source], c, m, seed, alpha=alpha, centroids=centroids)
     return _split_global(store, totals, sample), alpha, rule, source
 

@@ -22,7 +22,13 @@ from .robust_sensitivity import DEFAULT_ALPHA, adaptive_sensitivity_sample, defe
 from .sampling import WeightedSample, sample_uniform, sample_with_replacement
 from .scorers import LinearProbeScorer, probe_fit_scorer, seeded_holdout
 from .sensitivity import balanced_lambda, sampling_probabilities, sensitivity_scores
-from .stratified_sampling import choose_stratified_design, strata_of, stratified_sensitivity_sample
+from .stratified_sampling import (
+    CLUSTERS,
+    PROBE,
+    choose_stratified_design,
+    strata_of,
+    stratified_sensitivity_sample,
+)
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,9 @@ def _stratified_auto(pool: Pool, m: int, seed: int) -> WeightedSample:
     """The pipeline's default: systematic along the clusters; the sensitivity (the clusters' or
     the probe's expected loss) and alpha chosen on the probe's losses at the held-out rows."""
     strata = strata_of(pool.cluster_ids, m, seed, pool.centroids)
-    candidates = {"clusters": pool.sensitivities, "probe": pool.expected_losses}
+    candidates = {CLUSTERS: pool.sensitivities, PROBE: pool.expected_losses}
     source, alpha = choose_stratified_design(pool.holdout, pool.losses[pool.holdout], candidates, strata, m, seed)
-    return stratified_sensitivity_sample(candidates[source or "clusters"], pool.cluster_ids, m, seed, alpha=alpha,
+    return stratified_sensitivity_sample(candidates[source or CLUSTERS], pool.cluster_ids, m, seed, alpha=alpha,
                                          centroids=pool.centroids)
 
 

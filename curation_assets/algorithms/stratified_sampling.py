@@ -44,6 +44,9 @@ from .validation import check_budget
 STRATIFIED_ALPHA_GRID = (1.0, 0.5, 0.25, 0.1)
 
 
+# The sensitivities the default chooses among: the clusters' v_a(i) + lambda d_i^z, the probe's expected loss.
+CLUSTERS, PROBE = "clusters", "probe"
+
 # A design must promise this fraction of proportional's variance on the pilot: a pilot of a few
 # hundred rows misses the rare rows a small pi makes heavy (a confident probe's mistakes), and on
 # the hyperplane mixtures of tests/test_stratified_sampling.py it promised 0.83-0.86 for designs

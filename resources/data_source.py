@@ -55,6 +55,14 @@ def _shard_key_for_file(path: Path | str) -> str:
     return key if re.match(r"^[A-Za-z0-9]", key) else f"f{key}"
 
 
+def _head(path: Path | str, size: int = 1 << 20) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
 def unreadable_file(path: Path | str, reader: str, exc: Exception) -> str:
     """DuckDB's multi-line report (its dialect dump, options we do not expose, the SQL echo) as
     one line: the file, what is wrong with it, the fix."""
@@ -66,6 +74,12 @@ def unreadable_file(path: Path | str, reader: str, exc: Exception) -> str:
                 f"(for example: iconv -f latin1 -t utf-8 old.csv > new.csv)")
     if reader == "read_parquet" and re.search(r"magic bytes|thrift|corrupt|invalid|out of range|truncat", text, re.I):
         return f"{path} is not a readable Parquet file (truncated or corrupt); write it again"
+    if reader == "read_csv" and "error when sniffing" in text.lower():
+        mixed = b"\r\n" in (raw := _head(path)) and re.search(rb"[^\r]\n", raw) is not None
+        why = "its lines end both in CRLF and LF" if mixed else \
+            "usually rows with different numbers of fields, or a quote left open"
+        return (f"{path}: no CSV dialect fits the whole file ({why}); make every row alike "
+                f"(for example: dos2unix {Path(str(path)).name}) or convert it to Parquet")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("LINE ", " "))]
     first = lines[0] if lines else type(exc).__name__
     kind = {"read_csv": "CSV", "read_json": "JSON lines", "read_parquet": "Parquet"}[reader]

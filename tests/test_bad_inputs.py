@@ -192,12 +192,16 @@ def test_csv_and_jsonl_sources_work_and_unlabelled_data_gets_the_constant_scorer
      r"source.path: .*latin.csv is not UTF-8 text \(line \d+\); re-save it as UTF-8"),
     ("cut.parquet", None, {}, r"source.path: .*cut.parquet is not a readable Parquet file \(truncated or corrupt\)"),
     ("empty.csv", b"", {}, r"source.path: .*empty.csv is an empty file \(0 bytes\); fill it or remove it"),
+    ("mixed.csv", b"id,text,label\r\nt1,hello there,a\r\nt2,good day,b\r\nt3,more words,a\nt4,x y,b\n", {},
+     r"source.path: .*mixed.csv: no CSV dialect fits the whole file \(its lines end both in CRLF and LF\); "
+     r"make every row alike \(for example: dos2unix mixed.csv\)"),
     ("x.csv", b"id,text,label\n1,a,x\n2,b,y\n", {"label_column": "topic"},
      r"source.label_column='topic': column not found in .*x.csv; available columns: \['id', 'text', 'label'\]"),
     ("blank.jsonl", b'{"id": "1", "text": "  "}\n{"id": "2", "text": ""}\n{"id": "3", "text": "ok"}\n', {},
      r"source.text_column='text': 2 example\(s\) in shard 'blank' have no text \(null, empty or only whitespace\), "
      r"first ids \['1', '2'\]"),
-], ids=["latin-1", "truncated-parquet", "0-byte-csv", "missing-label-column", "blank-jsonl-texts"])
+], ids=["latin-1", "truncated-parquet", "0-byte-csv", "mixed-line-endings-csv", "missing-label-column",
+                        "blank-jsonl-texts"])
 def test_unreadable_files_get_one_line_naming_file_problem_and_fix(tmp_path, store, instance, name, content,
                                                                    settings, message):
     if content is None:  # half of a valid Parquet file

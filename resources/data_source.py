@@ -76,10 +76,10 @@ def unreadable_file(path: Path | str, reader: str, exc: Exception) -> str:
         return f"{path} is not a readable Parquet file (truncated or corrupt); write it again"
     if reader == "read_csv" and "error when sniffing" in text.lower():
         mixed = b"\r\n" in (raw := _head(path)) and re.search(rb"[^\r]\n", raw) is not None
-        why = "its lines end both in CRLF and LF" if mixed else \
-            "usually rows with different numbers of fields, or a quote left open"
-        return (f"{path}: no CSV dialect fits the whole file ({why}); make every row alike "
-                f"(for example: dos2unix {Path(str(path)).name}) or convert it to Parquet")
+        why, fix = ("its lines end both in CRLF and LF", f"make every row alike (for example: dos2unix "
+                    f"{Path(str(path)).name})") if mixed else \
+            ("usually rows with different numbers of fields, or a quote left open", "make every row alike")
+        return f"{path}: no CSV dialect fits the whole file ({why}); {fix} or convert it to Parquet"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("LINE ", " "))]
     first = lines[0] if lines else type(exc).__name__
     kind = {"read_csv": "CSV", "read_json": "JSON lines", "read_parquet": "Parquet"}[reader]

@@ -143,23 +143,30 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
     return centroids, parents[:-1], t.column("version")[0].as_py()
 
 
+def _side_table(store: CurationStore, name: str, losses_version: str) -> tuple[pa.Table | None, str]:
+    """A table representative_losses writes beside its own ('holdout_losses', 'probe_coefficients'),
+    if the stored one is from `losses_version`: (table, "current"), else (None, "none" | "older")."""
+    if not store.exists(name):
+        return None, "none"
+    table = store.read(name)
+    if set(table.column("version").unique().to_pylist()) != {losses_version}:
+        return None, "older"
+    return table, "current"
+
+
 def load_holdout(store: CurationStore, losses_version: str) -> tuple[pa.Table | None, str]:
     """The probe's losses on held-out rows written with `losses_version`, and the alpha rule they give."""
-    if not store.exists("holdout_losses"):
-        return None, "default (no labelled holdout)"
-    holdout = store.read("holdout_losses")
-    if set(holdout.column("version").unique().to_pylist()) != {losses_version}:
-        return None, "default (holdout from an older representative_losses)"
-    return holdout, "auto (labelled holdout)"
+    holdout, state = _side_table(store, "holdout_losses", losses_version)
+    return holdout, {"none": "default (no labelled holdout)",
+                     "older": "default (holdout from an older representative_losses)",
+                     "current": "auto (labelled holdout)"}[state]
 
 
 def load_probe(store: CurationStore, losses_version: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, b) of the probe representative_losses fit in `losses_version` (p = softmax(W x + b)),
     or None when it used no probe."""
-    if not store.exists("probe_coefficients"):
-        return None
-    t = store.read("probe_coefficients")
-    if set(t.column("version").unique().to_pylist()) != {losses_version}:
+    t, _ = _side_table(store, "probe_coefficients", losses_version)
+    if t is None:
         return None
     return np.array(t.column("coefficients").to_pylist(), dtype=np.float64), t.column("intercept").to_numpy()
 

@@ -10,6 +10,11 @@
   outwards in wide ones, the Hoelder premise of sensitivity sampling.
 - synth_independent: the same geometry, labels from a random hyperplane crossing every cluster.
 - synth_longtail: Zipf-sized clusters, a few of them rare concepts with their own label.
+- synth_margin: tight clusters, each one class (labels from a hyperplane through its centre), at
+  distances to that class boundary from touching to far: the probe's loss is a smooth function of
+  position, so it follows the clusters and, inside a cluster, the side nearer the boundary.
+- synth_overlap: clusters in pairs of two classes, the pair's two centres from on top of each other
+  to far apart: the loss is ambiguity inside the overlapping pairs, not a cluster's mean.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 
 CACHE = Path(__file__).resolve().parent / "out"
 NAMES = ("bbc", "bbc_imbalanced", "bbc_noisy", "digits", "breast_cancer", "wine",
-         "synth_cluster_loss", "synth_cluster_difficulty", "synth_independent", "synth_longtail")
+         "synth_cluster_loss", "synth_cluster_difficulty", "synth_independent", "synth_longtail", "synth_margin",
+         "synth_overlap")
 
 
 def _md5_unit(ids) -> np.ndarray:
@@ -108,4 +114,26 @@ def load(name: str, database: str | None = None):
         cls = np.where(np.arange(40) < 5, rng.integers(0, 3, size=40), 3 + np.arange(40) % 3)
         y = np.where(rng.random(x.shape[0]) < 0.9, cls[c], rng.integers(0, 6, size=x.shape[0]))
         return x, y.astype(str).astype(object)
+    if name == "synth_margin":
+        rng = np.random.default_rng(15)
+        w = rng.normal(size=16)
+        w /= np.linalg.norm(w)
+        centers = rng.normal(size=(24, 16)) * 3.0
+        signed = np.geomspace(0.15, 3.0, 24)[rng.permutation(24)] * rng.choice([-1, 1], size=24)
+        centers += (signed - centers @ w)[:, None] * w  # each centre moved to its distance from w's plane
+        c = rng.integers(0, 24, size=4000)
+        x = (centers[c] + 0.5 * rng.normal(size=(4000, 16))).astype(np.float32)
+        return x, (signed[c] > 0).astype(int).astype(str).astype(object)
+    if name == "synth_overlap":
+        rng = np.random.default_rng(15)
+        mid = rng.normal(size=(12, 16)) * 4.0
+        u = rng.normal(size=(12, 16))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        gap = np.geomspace(0.25, 8.0, 12)[rng.permutation(12)]
+        centers = np.concatenate([mid - u * gap[:, None] / 2, mid + u * gap[:, None] / 2])
+        first = rng.integers(0, 4, size=12)
+        cls = np.concatenate([first, (first + rng.integers(1, 4, size=12)) % 4])  # a pair's two classes differ
+        c = rng.integers(0, 24, size=4000)
+        x = (centers[c] + rng.normal(size=(4000, 16))).astype(np.float32)
+        return x, cls[c].astype(str).astype(object)
     raise ValueError(f"--datasets: unknown {name!r}; choose from {', '.join(NAMES)}")

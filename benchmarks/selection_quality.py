@@ -6,7 +6,8 @@
 For each dataset (benchmarks/quality_datasets.py: BBC and its imbalanced and noisy variants, scikit-learn's
 bundled sets as precomputed vectors, synthetic families) it holds out 20% by an md5 split, builds
 the selection side as the `subset_evaluation` asset does (its own k-means, probe pilot and
-sensitivities), and for every method and budget measures
+sensitivities), says how far the probe's loss follows the clusters (the share of its variance
+between them, the most proportional stratification removes) and for every method and budget measures
 - the median relative error of the subset's weighted estimate of the probe's mean loss, as a
   ratio to uniform's, with a 90% bootstrap interval over seeds; WIN when the interval is below 1,
   LOSS when above, else tie;
@@ -51,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-training", action="store_true", help="estimates only (fast)")
     p.add_argument("--out", default=None, help="also write the tables to DIR/selection_quality.txt")
     return p
+
+
+def between_cluster_share(losses, cluster_ids) -> float:
+    """Share of the loss variance the cluster means explain (eta squared): the most proportional
+    stratification can remove, 1 - share being the variance ratio it leaves."""
+    k = int(cluster_ids.max()) + 1
+    counts = np.bincount(cluster_ids, minlength=k)
+    means = np.bincount(cluster_ids, weights=losses, minlength=k) / np.maximum(counts, 1)
+    total = np.sum((losses - losses.mean()) ** 2)
+    return float(np.sum(counts * (means - losses.mean()) ** 2) / total) if total > 0 else 0.0
 
 
 def _ratio_interval(err, base, rng, reps=1000):
@@ -119,7 +130,11 @@ def run_dataset(name: str, args, methods, tally) -> list[str]:
     for r in rows:
         by.setdefault((r["metric"], r["method"], r["budget_fraction"]), []).append(r["value"])
     out = [f"## {name}: n={len(y)}, pool {pool.n} (k={pool.n_clusters}, {len(np.unique(y))} classes), "
-           f"test {int(test.sum())}; {seconds:.0f} s", ""]
+           f"test {int(test.sum())}; {seconds:.0f} s",
+           f"How far the probe's loss follows the clusters: between-cluster share of its variance "
+           f"{between_cluster_share(pool.losses, pool.cluster_ids):.2f}; correlation with the clusters' sensitivity "
+           f"{np.corrcoef(pool.sensitivities, pool.losses)[0, 1]:.2f}, with the probe's expected loss "
+           f"{np.corrcoef(pool.expected_losses, pool.losses)[0, 1]:.2f}", ""]
     table = []
     for f in BUDGETS:
         base = by[("estimate_rel_error", "uniform", f)]

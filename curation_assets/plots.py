@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from dagster import MetadataValue  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 
 # Above this many bars a plot is drawn as one filled step line: one artist instead of one patch
@@ -25,13 +26,9 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _figure(width: float, height: float, fixed: bool = False):
-    """A figure and its axes: laid out by constrained layout, or (`fixed`: plots without rotated
-    tick labels, drawn per shard) in fixed margins, a third cheaper to render."""
-    if not fixed:
-        return plt.subplots(figsize=(width, height), layout="constrained")
-    fig = plt.figure(figsize=(width, height))
-    return fig, fig.add_axes((0.9 / width, 0.5 / height, 1 - 1.1 / width, 1 - 0.85 / height))
+def _figure(width: float, height: float):
+    """A figure and its axes, laid out by constrained layout."""
+    return plt.subplots(figsize=(width, height), layout="constrained")
 
 
 def png_markdown(png: bytes, title: str) -> MetadataValue:
@@ -62,14 +59,52 @@ def metric_vs_budget(series: dict[str, tuple[list, list, list | None]], title: s
     return figure_png(fig)
 
 
+def _ticks(lo: float, hi: float, most: int = 6) -> np.ndarray:
+    """Round tick values (steps of 1, 2, 2.5 or 5 x 10^k) inside [lo, hi]."""
+    span = hi - lo if hi > lo else 1.0
+    step = 10.0 ** np.floor(np.log10(span / most))
+    step *= next(f for f in (1, 2, 2.5, 5, 10) if span / (f * step) <= most)
+    return np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step) + 0.0  # + 0.0: no "-0" label
+
+
+def step_chart(heights, edges, title: str, xlabel: str, ylabel: str, size=(540, 288)) -> bytes:
+    """A filled bar per [edges[i], edges[i+1]) as PNG, drawn with Pillow: ~10 ms against ~100 ms
+    for the same chart in matplotlib, which made per-shard charts a visible part of a run (four
+    a shard, 200 at 5M rows)."""
+    heights = np.nan_to_num(np.asarray(heights, dtype=np.float64))
+    edges = np.asarray(edges, dtype=np.float64)
+    width, height = size
+    left, right, top, bottom = 64, 14, 28, 44
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    small, large = ImageFont.load_default(size=11), ImageFont.load_default(size=13)
+    x0, x1 = float(edges[0]), float(edges[-1]) if edges[-1] > edges[0] else float(edges[0]) + 1.0
+    y1 = max(float(heights.max(initial=0.0)), 1e-12) * 1.05
+    px = lambda v: left + (v - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
+    py = lambda v: height - bottom - v / y1 * (height - top - bottom)  # noqa: E731
+    for h, a, b in zip(heights, edges[:-1], edges[1:]):
+        if h > 0:
+            draw.rectangle([px(a), py(h), max(px(b) - 1, px(a)), height - bottom], fill="#3b6ea8")
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for t in _ticks(x0, x1):
+        draw.line([px(t), height - bottom, px(t), height - bottom + 4], fill="black")
+        draw.text((px(t), height - bottom + 6), f"{t:.6g}", fill="black", font=small, anchor="ma")
+    for t in _ticks(0.0, y1):
+        draw.line([left - 4, py(t), left, py(t)], fill="black")
+        draw.text((left - 6, py(t)), f"{t:.6g}", fill="black", font=small, anchor="rm")
+    draw.text(((left + width - right) / 2, 7), title, fill="black", font=large, anchor="ma")
+    draw.text(((left + width - right) / 2, height - 16), xlabel, fill="black", font=small, anchor="ma")
+    label = Image.new("RGB", (height - top - bottom, 14), "white")
+    ImageDraw.Draw(label).text((label.width / 2, 0), ylabel, fill="black", font=small, anchor="ma")
+    img.paste(label.rotate(90, expand=True), (2, top))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def histogram(values, title: str, xlabel: str, bins: int = 40) -> MetadataValue:
-    fig, ax = _figure(6, 3.2, fixed=True)
     counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
-    ax.stairs(counts, edges, fill=True, color="#3b6ea8")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
-    ax.set_title(title)
-    return figure_markdown(fig, title)
+    return png_markdown(step_chart(counts, edges, title, xlabel, "count"), title)
 
 
 def _bars(ax, x0: float, width: float, values, fill: bool = True, **style) -> None:
@@ -82,11 +117,14 @@ def _bars(ax, x0: float, width: float, values, fill: bool = True, **style) -> No
         ax.bar(x0 + np.arange(values.size), values, width=width, **style)
 
 
-def bars(labels, values, title: str, ylabel: str) -> MetadataValue:
-    fig, ax = _figure(max(4, 0.18 * min(len(values), MAX_BARS) + 2), 3.2, fixed=len(labels) > 30)
+def bars(labels, values, title: str, ylabel: str, xlabel: str = "") -> MetadataValue:
+    """One bar per label; over 30 labels (clusters, per shard) a step chart over their positions."""
+    if len(labels) > 30:
+        edges = np.arange(len(values) + 1) - 0.5
+        return png_markdown(step_chart(values, edges, title, xlabel, ylabel), title)
+    fig, ax = _figure(max(4, 0.18 * len(values) + 2), 3.2)
     _bars(ax, 0.0, 0.8, values, color="#3b6ea8")
-    if len(labels) <= 30:
-        ax.set_xticks(np.arange(len(values)), [str(x) for x in labels], rotation=90, fontsize=7)
+    ax.set_xticks(np.arange(len(values)), [str(x) for x in labels], rotation=90, fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return figure_markdown(fig, title)

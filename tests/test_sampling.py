@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curation_assets.algorithms import sampling
 from curation_assets.algorithms.estimation import relative_error, weighted_mean
 from curation_assets.algorithms.sampling import (
     inclusion_probabilities,
@@ -245,7 +246,9 @@ def _random_p(rng, n):
     return p / p.sum()
 
 
-def test_inclusion_probabilities_match_bisection_and_invariants():
+@pytest.mark.parametrize("passes", [sampling.MAX_CAPPING_PASSES, 0], ids=["fixed-point", "water-filling fallback"])
+def test_inclusion_probabilities_match_bisection_and_invariants(passes, monkeypatch):
+    monkeypatch.setattr(sampling, "MAX_CAPPING_PASSES", passes)
     rng = np.random.default_rng(7)
     checked_capped = 0
     for _ in range(300):

@@ -58,7 +58,10 @@ def inclusion_probabilities(p, m: int) -> np.ndarray:
     """pi_i = min(1, c p_i) with c chosen so that sum(pi) = m exactly.
 
     Plain min(1, m p_i) loses expected size whenever a row is capped; raising c until the
-    capped total is m (water-filling over the sorted p) keeps the expected subset size at m.
+    capped total is m keeps the expected subset size at m. The capped set is found by fixed-point
+    iteration (cap every row with c p_i >= 1, recompute c = (m - capped) / uncapped mass, repeat:
+    the set only grows), a few O(n) passes instead of a sort; water-filling over the sorted p is
+    the fallback for the rare p that needs many passes.
     """
     p = _check_probabilities(p)
     m = check_budget(m, p.size)
@@ -66,12 +69,31 @@ def inclusion_probabilities(p, m: int) -> np.ndarray:
         raise ValueError(
             f"budget: {m} exceeds the {np.count_nonzero(p)} rows with non-zero probability"
         )
+    capped = np.zeros(p.size, dtype=bool)
+    for _ in range(MAX_CAPPING_PASSES):
+        rest = float(p[~capped].sum())
+        if rest <= 0.0:  # every row with mass is capped: m equals their number
+            return np.where(capped, 1.0, 0.0)
+        c = (m - np.count_nonzero(capped)) / rest
+        grown = capped | (c * p >= 1.0)
+        if np.count_nonzero(grown) == np.count_nonzero(capped):
+            pi = np.minimum(1.0, c * p)
+            pi[capped] = 1.0
+            return pi
+        capped = grown
+    return _water_filling(p, m)
+
+
+MAX_CAPPING_PASSES = 30
+
+
+def _water_filling(p: np.ndarray, m: int) -> np.ndarray:
+    """inclusion_probabilities by one sort: cap the t largest at 1, the rest c p with
+    c = (m - t) / (mass of the rest), for the smallest t that keeps every c p_i <= 1."""
     order = np.argsort(-p, kind="stable")
     ps = p[order]
     tail = np.cumsum(ps[::-1])[::-1]  # tail[t] = sum of ps[t:]
-    # Cap the t largest at 1; the rest get c * p with c = (m - t) / tail[t]. Take the smallest t
-    # for which the largest uncapped value stays <= 1 (t = m - 1 always qualifies).
-    t_all = np.arange(m)
+    t_all = np.arange(m)  # t = m - 1 always qualifies
     ok = (m - t_all) * ps[:m] <= tail[:m] * (1.0 + 1e-12)
     t = int(np.argmax(ok))
     c = (m - t) / tail[t]

@@ -20,7 +20,6 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG as RANGE_EN
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG as RANGE_START
 
 from resources.drift_policy import DriftPolicy
-from resources.read_cache import VECTOR_TABLES
 from resources.storage import CurationStore
 
 from . import graph, lineage
@@ -180,14 +179,6 @@ def run_pipeline(
     subsets (which hold every embedding in memory); `force` recomputes everything. Returns the
     run results (none for assets that were already current).
     """
-    VECTOR_TABLES.clear()  # the files this run writes and reads are kept decoded until it ends
-    try:
-        return _run_pipeline(instance, resources, config, log, log_level, evaluate, force, extras)
-    finally:
-        VECTOR_TABLES.clear()
-
-
-def _run_pipeline(instance, resources, config, log, log_level, evaluate, force, extras) -> list:
     source, store = resources["source"], resources["store"]
     policy = resources.get("drift") or DriftPolicy()
     shard_keys = source.list_shards()

@@ -32,7 +32,6 @@ from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
 from .object_storage import ObjectLocation, check_object_url, is_url, open_object_location
-from .read_cache import VECTOR_TABLES
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -265,7 +264,6 @@ class CurationStore(ConfigurableResource):
             upload_whole(remote, path, parquet_bytes(table, compression))
         else:
             atomic_write_parquet(table, Path(path), compression=compression)
-            VECTOR_TABLES.put(path, table)  # read again later in the run: kept decoded (read_cache)
 
     def write(self, name: str, table: pa.Table, partition: str | None = None, *, compression: str = "zstd",
               provenance: dict | None = None) -> Path | str:
@@ -486,18 +484,10 @@ class CurationStore(ConfigurableResource):
             missing = [p for p, f in zip(partitions, files) if not self._is_file(f)]
             if missing:
                 raise FileNotFoundError(f"{name}: partition(s) {missing} not materialized yet")
-        return pa.concat_tables([self._read_file(f, columns) for f in files], promote_options="permissive")
-
-    def _read_file(self, path: str, columns: list[str] | None = None) -> pa.Table:
-        """One file's table: from the run's read cache when it holds the file (local stores)."""
-        if self.is_remote:
-            return pq.read_table(path, columns=columns, filesystem=self._filesystem())
-        table = VECTOR_TABLES.get(path, columns)
-        if table is None:
-            table = pq.read_table(path, columns=columns, filesystem=self._filesystem())
-            if columns is None:
-                VECTOR_TABLES.put(path, table)
-        return table
+        fs = self._filesystem()
+        return pa.concat_tables(
+            [pq.read_table(f, columns=columns, filesystem=fs) for f in files], promote_options="permissive"
+        )
 
     def _stored_file(self, name: str, partition: str | None) -> str:
         path = self._file(name, partition)
@@ -528,7 +518,7 @@ class CurationStore(ConfigurableResource):
     def read_rows(self, name: str, partition: str | None, rows, columns: list[str] | None = None) -> pa.Table:
         """The given row positions (in stored order) of one partition, reading only `columns`."""
         path = self._stored_file(name, partition)
-        return self._read_file(path, columns).take(pa.array(rows, pa.int64()))
+        return pq.read_table(path, columns=columns, filesystem=self._filesystem()).take(pa.array(rows, pa.int64()))
 
     def read_latest_version(self, name: str) -> pa.Table:
         return pq.read_table(self._latest_version_file(name), filesystem=self._filesystem())

@@ -89,6 +89,7 @@ def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute:
         "drift_cost_ratio": drift.cost_ratio,
         "drift_share_shift": drift.share_shift,
         "drift_share_shift_noise": drift.share_shift_noise,
-        "members_per_cluster": bars(np.arange(c.shape[0]), counts, f"members per cluster, shard {shard}", "members", "cluster"),
+        "members_per_cluster": bars(np.arange(c.shape[0]), counts, f"members per cluster, shard {shard}", "members",
+                                    "cluster"),
         "sq_distance": histogram(sq_dist, f"squared distance to centroid, shard {shard}", "squared distance"),
     }

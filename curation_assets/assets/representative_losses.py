@@ -136,6 +136,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "mean_loss": float(finite.mean()),
         "max_loss": float(finite.max()),
         "version": version,
-        "loss_by_cluster": bars(np.arange(k), np.nan_to_num(losses), "loss at each cluster's representative", "loss", "cluster"),
+        "loss_by_cluster": bars(np.arange(k), np.nan_to_num(losses), "loss at each cluster's representative", "loss",
+                                "cluster"),
     })
     return MaterializeResult(metadata=meta)

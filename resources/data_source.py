@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
@@ -233,7 +234,8 @@ class ExampleSource(ConfigurableResource):
             return self.label_column
         return DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in available else None
 
-    def _select_sql(self, available: list[str], where_from: str) -> str:
+    def _selected_columns(self, available: list[str], where_from: str) -> list[tuple[str, str]]:
+        """(source column, name we give it) for each column we read; a missing one is one line."""
         missing_required = []
         if self.id_column not in available:
             missing_required.append(("id_column", self.id_column))
@@ -246,14 +248,17 @@ class ExampleSource(ConfigurableResource):
         if missing_required:
             what = ", ".join(f"source.{k}={v!r}" for k, v in missing_required)
             raise ValueError(f"{what}: column not found in {where_from}; available columns: {available}")
-        cols = [f"{_quote_ident(self.id_column)} AS id"]
+        cols = [(self.id_column, "id")]
         if self.text_column and self.text_column in available:
-            cols.append(f"{_quote_ident(self.text_column)} AS text")
+            cols.append((self.text_column, "text"))
         if (label := self._label_column(available)) is not None:
-            cols.append(f"{_quote_ident(label)} AS label")
+            cols.append((label, "label"))
         if self.embedding_column:
-            cols.append(f"{_quote_ident(self.embedding_column)} AS embedding")
-        return ", ".join(cols)
+            cols.append((self.embedding_column, "embedding"))
+        return cols
+
+    def _select_sql(self, available: list[str], where_from: str) -> str:
+        return ", ".join(f"{_quote_ident(c)} AS {alias}" for c, alias in self._selected_columns(available, where_from))
 
     def _file_size(self, path: Path | str) -> int:
         if isinstance(path, str):
@@ -264,6 +269,8 @@ class ExampleSource(ConfigurableResource):
         reader = FILE_READERS[_suffix(path)]
         if self._file_size(path) == 0:
             raise ValueError(f"source.path: {path} is an empty file (0 bytes); fill it or remove it from the source")
+        if reader == "read_parquet":
+            return self._load_parquet(path)
         with duckdb.connect() as con:
             if isinstance(path, str):
                 con.register_filesystem(self._remote().duckdb_filesystem())
@@ -280,14 +287,27 @@ class ExampleSource(ConfigurableResource):
                 as_text = {c for c in (self.id_column, self.text_column, self._label_column(available)) if c in available}
                 if reader == "read_csv":
                     src, params = f"{reader}(?{header}, types = ?)", [str(path), {c: "VARCHAR" for c in as_text}]
-                elif reader == "read_json":
+                else:
                     types = {row[0]: ("VARCHAR" if row[0] in as_text else row[1]) for row in described}
                     src, params = f"{reader}(?, columns = ?)", [str(path), types]
-                else:  # Parquet keeps the types it was written with
-                    src, params = f"{reader}(?)", [str(path)]
                 return con.sql(f"SELECT {cols} FROM {src}", params=params).to_arrow_table()
             except duckdb.Error as exc:
                 raise ValueError(f"source.path: {unreadable_file(path, reader, exc)}") from exc
+
+    def _load_parquet(self, path: Path | str) -> pa.Table:
+        """Only the columns we use, with pyarrow: Parquet keeps the types it was written with, and
+        the vectors are decoded once into Arrow memory (through DuckDB they were copied twice,
+        ~60% of the page faults of a run at 1M rows)."""
+        remote = isinstance(path, str)
+        where, fs = (path.split("://", 1)[1], self._remote().filesystem) if remote else (str(path), None)
+        try:
+            parquet = pq.ParquetFile(where, filesystem=fs) if remote else pq.ParquetFile(where)
+            with parquet:
+                cols = self._selected_columns(parquet.schema_arrow.names, str(path))
+                table = parquet.read(columns=list(dict.fromkeys(c for c, _ in cols)))
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"source.path: {unreadable_file(path, 'read_parquet', exc)}") from exc
+        return pa.table({alias: table.column(c) for c, alias in cols})
 
     def _check_table_config(self) -> Path:
         if not self.database or not self.table:

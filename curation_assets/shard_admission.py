@@ -28,13 +28,33 @@ EMBEDDINGS = "embeddings"
 ADMITTED_TAG = "curation/admitted"
 
 
+class _HashingSink:
+    """A write-only file that hashes what is written to it and keeps none of it."""
+
+    closed = False
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def content_hash(table: pa.Table) -> str:
     """sha256 (hardware-accelerated on current CPUs, ~3x md5) of the shard's rows as Arrow IPC:
-    equal data, equal hash, whatever the source."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    equal data, equal hash, whatever the source. The stream is hashed as it is written, not
+    collected first: no second copy of the shard (154 MB at 100k x 384) in fresh memory."""
+    sink = _HashingSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
         writer.write_table(table.combine_chunks())
-    return hashlib.sha256(memoryview(sink.getvalue())).hexdigest()[:16]
+    return sink.digest.hexdigest()[:16]
 
 
 def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:

@@ -215,3 +215,14 @@ def test_unreadable_files_get_one_line_naming_file_problem_and_fix(tmp_path, sto
         run_pipeline(instance, make_resources(store, source), log=lambda _: None)
     assert "\n" not in str(err.value)
     assert not store.root.exists() and instance.get_dynamic_partitions("shards") == []
+
+
+def test_parquet_source_missing_column_is_one_line_before_anything_is_written(tmp_path, store, instance):
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["1", "2"], "text": ["a b", "c d"], "label": ["x", "y"],
+                             "vec": [[0.1, 0.2], [0.3, 0.4]]}), tmp_path / "in" / "p.parquet")
+    source = ExampleSource(kind="files", path=str(tmp_path / "in" / "*.parquet"), embedding_column="emb")
+    with pytest.raises(ValueError, match=r"^source.embedding_column='emb': column not found in .*p.parquet; "
+                                         r"available columns: \['id', 'text', 'label', 'vec'\]$"):
+        run_pipeline(instance, make_resources(store, source), log=lambda _: None)
+    assert not store.root.exists() and instance.get_dynamic_partitions("shards") == []

@@ -306,3 +306,25 @@ def test_precomputed_vectors_are_stored_once_and_are_the_sources(tmp_path):
         with pytest.raises(ValueError, match=r"^embeddings: shard 'a' changed in the source since raw_examples "):
             materialize(all_assets, selection="embeddings", partition_key="a", instance=instance, resources=resources)
         assert snapshot(store.root) == before
+
+
+def test_content_hash_is_the_sha256_of_the_rows_as_arrow_ipc_whatever_the_chunking():
+    import hashlib
+
+    import pyarrow as pa
+
+    from curation_assets.shard_admission import content_hash
+
+    x = _vectors(300, 8, 0)
+    table = pa.table({"example_id": [f"e{i}" for i in range(300)],
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 8)})
+    sink = pa.BufferOutputStream()  # the definition, written out in full
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert content_hash(table) == hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+    rechunked = pa.concat_tables([table.slice(0, 7), table.slice(7, 200), table.slice(207)])
+    assert rechunked.column("embedding").num_chunks == 3 and content_hash(rechunked) == content_hash(table)
+    y = x.copy()  # the table shares x's memory
+    y[123, 4] += 1e-3  # one value of one vector
+    changed = table.set_column(1, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(y.reshape(-1)), 8))
+    assert content_hash(changed) != content_hash(table)

@@ -301,8 +301,7 @@ class ExampleSource(ConfigurableResource):
         remote = isinstance(path, str)
         where, fs = (path.split("://", 1)[1], self._remote().filesystem) if remote else (str(path), None)
         try:
-            parquet = pq.ParquetFile(where, filesystem=fs) if remote else pq.ParquetFile(where)
-            with parquet:
+            with pq.ParquetFile(where, filesystem=fs) as parquet:
                 cols = self._selected_columns(parquet.schema_arrow.names, str(path))
                 table = parquet.read(columns=list(dict.fromkeys(c for c, _ in cols)))
         except (pa.ArrowException, OSError) as exc:

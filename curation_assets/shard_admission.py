@@ -165,18 +165,27 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
     try:
         with Admission(source, store, [k for k in shards if k not in loading]) as admission:
             def load(key):  # in a thread, the next shard's while this one is checked and staged
+                if not stage:
+                    return source.load_shard(key), None, None
+                before = source.vector_reference(key)
                 table = source.load_shard(key)
-                return table, raw_provenance(source, key, table) if stage else None
+                # The file validated is the file referred to only if it did not change meanwhile.
+                reference = before if before is not None and source.vector_reference(key) == before else None
+                return table, raw_provenance(source, key, table), reference
 
-            for key, (table, prov) in prefetched(loading, load):
+            for key, (table, prov, reference) in prefetched(loading, load):
                 admission.check(key, table)
                 rows_of[key] = table.num_rows
                 if stage:
                     rows, vectors = split_vectors(table)
                     store.stage(RAW, rows, key, provenance=prov)
-                    if vectors is not None:  # written here, once: the embeddings run promotes them
-                        store.stage(EMBEDDINGS, vectors, key, compression="none",
-                                    provenance=lineage.precomputed_embeddings(prov, run=f"admitted-{uuid.uuid4()}"))
+                    if vectors is not None:  # staged here, once: the embeddings run promotes them
+                        vector_prov = lineage.precomputed_embeddings(prov, run=f"admitted-{uuid.uuid4()}")
+                        if reference is not None:  # read where they are, not copied
+                            store.stage_reference(EMBEDDINGS, key, vectors.schema, {**reference, "rows": table.num_rows},
+                                                  provenance=vector_prov)
+                        else:
+                            store.stage(EMBEDDINGS, vectors, key, compression="none", provenance=vector_prov)
     except BaseException:
         if stage:
             store.clear_staged()

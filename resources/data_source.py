@@ -184,6 +184,32 @@ class ExampleSource(ConfigurableResource):
             return None
         return hashlib.md5(repr(settings).encode()).hexdigest()[:16]
 
+    def vector_reference(self, shard: str) -> dict | None:
+        """Where the shard's precomputed vectors can be read as they are (resources/vector_references.py):
+        a local Parquet file that is the whole shard, with text ids and float32 vectors. None when
+        they must be copied (other formats, object storage, a subset of the file, other types)."""
+        if self.kind != "files" or self.embedding_column is None or self.max_examples_per_shard is not None:
+            return None
+        path = self._file_shards().get(shard)
+        if path is None or isinstance(path, str) or _suffix(path) != ".parquet":
+            return None
+        try:
+            schema = pq.read_schema(path)
+            st = path.stat()
+        except (pa.ArrowException, OSError):
+            return None  # loading the shard says what is wrong
+        names = schema.names
+        if self.id_column not in names or self.embedding_column not in names:
+            return None
+        ids, vectors = schema.field(self.id_column).type, schema.field(self.embedding_column).type
+        if not (pa.types.is_string(ids) or pa.types.is_large_string(ids)):
+            return None
+        if not (pa.types.is_list(vectors) or pa.types.is_large_list(vectors) or pa.types.is_fixed_size_list(vectors)) \
+                or not pa.types.is_float32(vectors.value_type):
+            return None
+        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "id_column": self.id_column, "embedding_column": self.embedding_column}
+
     # ---- loading -----------------------------------------------------------------------
     def load_shard(self, shard: str) -> pa.Table:
         if self.kind == "bbc_news":

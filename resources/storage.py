@@ -32,6 +32,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
 from .object_storage import ObjectLocation, check_object_url, is_url, open_object_location
+from .vector_references import POINTER_MAX_BYTES, pointer_table, read_reference, reference_of, reference_sql
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -274,7 +275,7 @@ class CurationStore(ConfigurableResource):
         """
         path = self._file(name, partition)
         self._put_table(_with_provenance(table, provenance), path, compression)
-        self._create_view(name, self._source_sql(name))
+        self._create_view(name, lambda: self._source_sql(name))
         return self._public(path)
 
     def write_version(self, name: str, table: pa.Table, version: str,
@@ -289,7 +290,38 @@ class CurationStore(ConfigurableResource):
         return self._public(path)
 
     def _source_sql(self, name: str) -> str:
-        return f"read_parquet({self._sql_path(self._folder(name) + '/*.parquet')}, union_by_name=true)"
+        files = f"read_parquet({self._sql_path(self._folder(name) + '/*.parquet')}, union_by_name=true)"
+        refs = [reference_sql(ref, _quote_ident, _sql_string) for ref, _ in self._references(name)]
+        if not refs:
+            return files
+        # Pointers hold no rows; the files they refer to are read beside the stored ones.
+        return "(" + " UNION ALL BY NAME ".join([f"SELECT * FROM {files}", *refs]) + ")"
+
+    def _references(self, name: str) -> list[tuple[dict, pa.Schema]]:
+        """(reference, pointer schema) of each pointer among the asset's files (vector_references.py)."""
+        if self.is_remote:
+            return []
+        out = []
+        for info in self._listing(self._folder(name)):
+            if (info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+                    and not info.base_name.startswith(".") and info.size <= POINTER_MAX_BYTES):
+                schema = pq.read_schema(info.path)
+                if (ref := reference_of(schema)) is not None:
+                    out.append((ref, schema))
+        return out
+
+    def _pointer(self, path: str) -> tuple[dict, pa.Schema] | None:
+        if self.is_remote or os.path.getsize(path) > POINTER_MAX_BYTES:
+            return None
+        schema = pq.read_schema(path)
+        ref = reference_of(schema)
+        return (ref, schema) if ref is not None else None
+
+    def _read_file(self, path: str, columns: list[str] | None, where: str) -> pa.Table:
+        """A stored file's rows, or the rows its pointer refers to."""
+        if (pointer := self._pointer(path)) is not None:
+            return read_reference(*pointer, columns, where)
+        return pq.read_table(path, columns=columns, filesystem=self._filesystem())
 
     def _history_sql(self, name: str) -> str:
         return f"read_parquet({self._sql_path(self._folder(name) + '/versions/*.parquet')}, union_by_name=true)"
@@ -327,6 +359,13 @@ class CurationStore(ConfigurableResource):
         into place later: a run can validate every shard before writing any, and still read each once."""
         self._put_table(_with_provenance(table, provenance), self._staged_file(name, partition), compression)
 
+    def stage_reference(self, name: str, partition: str, schema: pa.Schema, reference: dict, *,
+                        provenance: dict | None = None) -> None:
+        """Stage a pointer instead of the rows: a partition read from the file `reference` names
+        (vector_references.py); promoted, retired and read like any stored partition."""
+        self._put_table(_with_provenance(pointer_table(schema, reference), provenance),
+                        self._staged_file(name, partition))
+
     def staged_provenance(self, name: str, partition: str) -> dict | None:
         path = self._staged_file(name, partition)
         if not self._is_file(path):
@@ -339,7 +378,7 @@ class CurationStore(ConfigurableResource):
         the view sees the old file or the new one, never a mix) and refresh the view."""
         src, dst = self._staged_file(name, partition), self._file(name, partition)
         self._move(src, dst, where=dst)
-        self._create_view(name, self._source_sql(name))
+        self._create_view(name, lambda: self._source_sql(name))
         return self._public(dst)
 
     def clear_staged(self) -> None:
@@ -367,7 +406,10 @@ class CurationStore(ConfigurableResource):
         """
         src = self._file(name, partition)
         dst = f"{self.retired_root}/{check_partition_key(stamp)}/{_check_name(name)}/{check_partition_key(partition)}.parquet"
+        pointer = self._pointer(src)
         self._move(src, dst, where=src)
+        if pointer is not None and self.partitions(name):  # the view listed the file it referred to
+            self._create_view(name, lambda: self._source_sql(name))
         return self._public(dst)
 
     def _move(self, src: str, dst: str, *, where: str) -> None:
@@ -404,14 +446,20 @@ class CurationStore(ConfigurableResource):
             raise FileNotFoundError(f"store.database_path: {self.db_path} does not exist yet; materialize an asset first")
         return self._duckdb(str(self.db_path), read_only=read_only)
 
-    def _create_view(self, name: str, source_sql: str) -> None:
+    def _create_view(self, name: str, source_sql: str | Callable[[], str]) -> None:
         """Create or replace a view in the database file, only when its SQL changed.
 
         Views over a folder's glob stay valid as shards come and go, so most writes need not
         touch the database at all: concurrent shard writers then never queue on its one write
-        lock. A marker file beside the database file remembers the last SQL written.
+        lock. A marker file beside the database file remembers the last SQL written. SQL that
+        lists files (`source_sql` a callable) is listed again while the lock is held, so the last
+        writer's view holds every file moved in before it.
         """
-        stmt = f"CREATE OR REPLACE VIEW {_quote_ident(_check_name(name))} AS {self._view_body(name, source_sql)}"
+        def statement() -> str:
+            body = self._view_body(name, source_sql() if callable(source_sql) else source_sql)
+            return f"CREATE OR REPLACE VIEW {_quote_ident(_check_name(name))} AS {body}"
+
+        stmt = statement()
         marker = self.view_markers / f"{_check_name(name)}.sql"
         if self.db_path.exists() and marker.exists() and marker.read_text() == f"{self.db_path}\n{stmt}":
             return
@@ -421,6 +469,7 @@ class CurationStore(ConfigurableResource):
         while True:
             try:
                 with self._duckdb(str(self.db_path)) as con:
+                    stmt = statement() if callable(source_sql) else stmt
                     con.execute(stmt)
                 break
             except duckdb.IOException as exc:  # another process holds the write lock
@@ -484,10 +533,8 @@ class CurationStore(ConfigurableResource):
             missing = [p for p, f in zip(partitions, files) if not self._is_file(f)]
             if missing:
                 raise FileNotFoundError(f"{name}: partition(s) {missing} not materialized yet")
-        fs = self._filesystem()
-        return pa.concat_tables(
-            [pq.read_table(f, columns=columns, filesystem=fs) for f in files], promote_options="permissive"
-        )
+        return pa.concat_tables([self._read_file(f, columns, f"{name} {f.rsplit('/', 1)[-1]}") for f in files],
+                                promote_options="permissive")
 
     def _stored_file(self, name: str, partition: str | None) -> str:
         path = self._file(name, partition)
@@ -498,6 +545,8 @@ class CurationStore(ConfigurableResource):
     def row_count(self, name: str, partition: str | None = None) -> int:
         """Rows of one stored partition, from the Parquet footer (no data read)."""
         path = self._stored_file(name, partition)
+        if (pointer := self._pointer(path)) is not None:
+            return pointer[0]["rows"]
         with self._filesystem().open_input_file(path) as fh:
             return pq.ParquetFile(fh).metadata.num_rows
 
@@ -518,7 +567,7 @@ class CurationStore(ConfigurableResource):
     def read_rows(self, name: str, partition: str | None, rows, columns: list[str] | None = None) -> pa.Table:
         """The given row positions (in stored order) of one partition, reading only `columns`."""
         path = self._stored_file(name, partition)
-        return pq.read_table(path, columns=columns, filesystem=self._filesystem()).take(pa.array(rows, pa.int64()))
+        return self._read_file(path, columns, f"{name} [{partition}]").take(pa.array(rows, pa.int64()))
 
     def read_latest_version(self, name: str) -> pa.Table:
         return pq.read_table(self._latest_version_file(name), filesystem=self._filesystem())

@@ -317,6 +317,11 @@ class CurationStore(ConfigurableResource):
         ref = reference_of(schema)
         return (ref, schema) if ref is not None else None
 
+    def reference(self, name: str, partition: str) -> dict | None:
+        """What a stored partition refers to instead of holding rows (vector_references.py); None for a copy."""
+        pointer = self._pointer(self._stored_file(name, partition))
+        return pointer[0] if pointer else None
+
     def _read_file(self, path: str, columns: list[str] | None, where: str) -> pa.Table:
         """A stored file's rows, or the rows its pointer refers to."""
         if (pointer := self._pointer(path)) is not None:

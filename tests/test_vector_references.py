@@ -63,6 +63,8 @@ def test_referenced_vectors_read_and_query_as_a_copy_would_and_give_the_same_sub
         mine, theirs = ref_store.read("embeddings", [shard]), copy_store.read("embeddings", [shard])
         assert mine.schema.remove_metadata() == theirs.schema.remove_metadata() and mine.equals(theirs)
         assert ref_store.row_count("embeddings", shard) == theirs.num_rows
+        assert ref_store.reference("embeddings", shard)["path"].endswith(f"{shard}.parquet")
+        assert copy_store.reference("embeddings", shard) is None
         rows = [3, 0, 17]
         assert ref_store.read_rows("embeddings", shard, rows, ["embedding"]).equals(
             copy_store.read_rows("embeddings", shard, rows, ["embedding"]))

@@ -53,11 +53,13 @@ def _embed_shard(context: AssetExecutionContext, embedder: SentenceEmbedder, sou
                                   embedder=lineage.embedder_identity(embedder, precomputed), run=context.run.run_id)
     start = time.perf_counter()
     if precomputed and take_staged_vectors(store, shard, provenance):
-        # admit() checked this shard's vectors and wrote them, once: moved into place.
+        # admit() checked this shard's vectors and wrote them (or a pointer to them), once: moved into place.
         dimension = store.schema("embeddings", shard).field("embedding").type.list_size
+        reference = store.reference("embeddings", shard)
         return {"dagster/row_count": store.row_count("embeddings", shard), "dimension": dimension,
                 "model": "precomputed", "device": "none", "normalized": False,
-                "seconds": round(time.perf_counter() - start, 3), "written": "when the shard was admitted"}
+                "seconds": round(time.perf_counter() - start, 3), "written": "when the shard was admitted",
+                "stored_as": f"a reference to {reference['path']} (not copied)" if reference else "a copy"}
     if precomputed:
         vectors = _precomputed_vectors(source, store, shard)
         model, device, precision_meta = "precomputed", "none", {}

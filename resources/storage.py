@@ -301,16 +301,11 @@ class CurationStore(ConfigurableResource):
         """(reference, pointer schema) of each pointer among the asset's files (vector_references.py)."""
         if self.is_remote:
             return []
-        out = []
-        for info in self._listing(self._folder(name)):
-            if (info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
-                    and not info.base_name.startswith(".") and info.size <= POINTER_MAX_BYTES):
-                schema = pq.read_schema(info.path)
-                if (ref := reference_of(schema)) is not None:
-                    out.append((ref, schema))
-        return out
+        folder = self._folder(name)
+        return [p for f in self._parquet_names(folder) if (p := self._pointer(f"{folder}/{f}")) is not None]
 
     def _pointer(self, path: str) -> tuple[dict, pa.Schema] | None:
+        """(reference, schema) if the stored file at `path` is a pointer (a few KB), else None."""
         if self.is_remote or os.path.getsize(path) > POINTER_MAX_BYTES:
             return None
         schema = pq.read_schema(path)

@@ -44,7 +44,7 @@ def _run(tmp_path, vector_type: str, store_name: str = "c"):
     folder = tmp_path / f"src-{vector_type}"
     folder.mkdir(exist_ok=True)
     for name, rows, seed in (("a", 40, 0), ("b", 50, 1)):
-        _write(folder, name, rows, seed, "fixed" if vector_type == "fixed" else vector_type)
+        _write(folder, name, rows, seed, vector_type)
     source = ExampleSource(kind="files", path=str(folder / "*.parquet"), embedding_column="vec", text_column=None)
     store = CurationStore(database_path=str(tmp_path / store_name / "c.duckdb"))
     with DagsterInstance.ephemeral() as instance:

@@ -10,6 +10,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 from resources.drift_policy import DriftPolicy
 from resources.storage import CurationStore
 
+from . import lineage
 from .arrays import embedding_matrix
 from .plots import markdown_table
 
@@ -105,9 +106,18 @@ def cluster_assignments_drift(store: CurationStore, drift: DriftPolicy) -> Asset
 EMBEDDINGS_OK = "coalesce(list_bool_and(list_transform(embedding, lambda x: coalesce(isfinite(x), false))), false)"
 
 
+def validated_when_loaded(store: CurationStore, key: str) -> bool:
+    """The shard's vectors are the source's own, written (or referred to) with the provenance
+    admission gave them: ExampleSource refused null, NaN/inf and ragged vectors when it loaded the
+    shard, so reading them again would check what was already checked. A file rewritten without
+    that provenance (or an embedder's output) is read."""
+    return (store.provenance("embeddings", key) or {}).get("embedder") == lineage.embedder_identity(None, True)
+
+
 def stored_vector_report(store: CurationStore, scope: list[str] | None) -> tuple[dict, int, int]:
     """({dimension: rows} over every stored shard, vectors with NaN/inf or null, rows read): the
-    vectors of the shards in `scope` only, dimensions from every shard's footer; every row if None."""
+    vectors of the shards in `scope` only (less those `validated_when_loaded`), dimensions from
+    every shard's footer; every row if None."""
     if scope is None:
         rows = store.query(
             f"SELECT len(embedding) AS dimension, count(*) AS n, count(*) FILTER (WHERE NOT {EMBEDDINGS_OK}) AS bad "
@@ -124,7 +134,7 @@ def stored_vector_report(store: CurationStore, scope: list[str] | None) -> tuple
             d = int(embedding_matrix(store.read("embeddings", [key], ["embedding"]).column("embedding")).shape[1])
         dims[d] = dims.get(d, 0) + store.row_count("embeddings", key)
     non_finite = checked = 0
-    for key in scope:  # a shard at a time: memory holds one shard's vectors
+    for key in (k for k in scope if not validated_when_loaded(store, k)):  # a shard at a time
         col = store.read("embeddings", [key], ["embedding"]).column("embedding")
         valid = col.drop_null() if col.null_count else col
         non_finite += col.null_count + int((~np.isfinite(embedding_matrix(valid)).all(axis=1)).sum())
@@ -136,15 +146,18 @@ def stored_vector_report(store: CurationStore, scope: list[str] | None) -> tuple
              description="Blocks downstream when a stored vector holds NaN/inf (or is null) or the vectors differ "
                          "in dimension: k-means, distances and every weight built on them would be garbage. In a "
                          "shard's run it reads that shard's vectors and every shard's dimension from the file "
-                         "footers (linear in the shards over a backfill); called alone it scans every stored row.")
+                         "footers (linear in the shards over a backfill); called alone it scans every stored row. "
+                         "A shard of the source's own vectors was validated when it was loaded and is not "
+                         "read again (rows_validated_when_loaded).")
 def embeddings_are_finite_and_of_one_dimension(context: AssetCheckExecutionContext,
                                                store: CurationStore) -> AssetCheckResult:
     # The shards this run wrote; called alone (no partition), every stored row.
     scope = list(context.partition_keys) if context.has_partition_key or context.has_partition_key_range else None
     dims, non_finite, checked = stored_vector_report(store, scope)
+    loaded = sum(store.row_count("embeddings", k) for k in scope or [] if validated_when_loaded(store, k))
     return AssetCheckResult(
         passed=bool(dims) and non_finite == 0 and len(dims) == 1 and None not in dims,
-        metadata={"rows_checked": checked, "non_finite_vectors": int(non_finite),
+        metadata={"rows_checked": checked, "rows_validated_when_loaded": loaded, "non_finite_vectors": int(non_finite),
                   "scope": f"shard(s) {', '.join(scope[:5])}{' ...' if len(scope) > 5 else ''} (dimensions: "
                            "every shard)" if scope else "every stored row",
                   "dimensions": ", ".join(f"{d} ({n} rows)" for d, n in dims.items()) or "none stored"},

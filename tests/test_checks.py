@@ -76,8 +76,10 @@ def test_every_new_check_ran_in_the_pipeline_and_passed(good):
     for name in NEW:
         assert evaluations[name].passed, (name, _md(evaluations[name]))
     emb = _md(evaluations["embeddings_are_finite_and_of_one_dimension"])
-    # in the run over both shards: the vectors of the shards it wrote, and every stored shard's dimension
-    assert (emb["rows_checked"], emb["non_finite_vectors"], emb["dimensions"]) == (60, 0, "8 (60 rows)")
+    # in the run over both shards: every stored shard's dimension; the source's own vectors were
+    # validated when loaded (a NaN there is refused before anything is stored), so none is read again
+    assert (emb["rows_checked"], emb["rows_validated_when_loaded"], emb["non_finite_vectors"],
+            emb["dimensions"]) == (0, 60, 0, "8 (60 rows)")
     assert emb["scope"].startswith("shard(s) ")
     size = _md(evaluations["subset_size_is_as_asked"])
     assert (size["budget"], size["draws"], size["sampling"]) == (12, 12, "stratified")  # the default sampler
@@ -100,14 +102,32 @@ def test_non_finite_vector_fails_called_alone_and_in_its_shards_run(good, tmp_pa
     t = store.read("embeddings", ["b"])
     vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
     vecs[3, 5], vecs[7, 0] = np.nan, np.inf
-    store.write("embeddings", t.set_column(1, "embedding", embedding_column(vecs)), "b")
+    # a file admission did not write (no provenance): its vectors are read
+    store.write("embeddings", t.set_column(1, "embedding", embedding_column(vecs)).replace_schema_metadata(None), "b")
     result = embeddings_are_finite_and_of_one_dimension(build_asset_check_context(), store=store)
     assert not result.passed and _md(result)["non_finite_vectors"] == 2
     assert _md(result)["scope"] == "every stored row"
-    # what a run for one shard reads: that shard's vectors, every shard's dimension
+    # what a run for one shard reads: that shard's vectors (b's file lost the provenance admission
+    # gave it, so it is read; a's is the source's, validated when loaded), every shard's dimension
     assert stored_vector_report(store, ["b"]) == ({8: 60}, 2, 30)
-    assert stored_vector_report(store, ["a"]) == ({8: 60}, 0, 30)
-    assert stored_vector_report(store, ["a", "b"]) == ({8: 60}, 2, 60)
+    assert stored_vector_report(store, ["a"]) == ({8: 60}, 0, 0)
+    assert stored_vector_report(store, ["a", "b"]) == ({8: 60}, 2, 30)
+
+
+def test_an_embedders_vectors_are_read_the_sources_are_counted_as_validated_when_loaded(good, tmp_path):
+    """Which shards a shard run reads follows the provenance of the stored vectors: an embedder's
+    output is read (a model can emit NaN); the source's own vectors were validated when loaded."""
+    store = _copy(good, tmp_path)
+    t = store.read("embeddings", ["b"])
+    vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    vecs[0, 0] = np.nan
+    bad = t.set_column(1, "embedding", embedding_column(vecs))
+    bad = bad.replace_schema_metadata(None)
+    store.write("embeddings", bad, "b", provenance={"embedder": {"model": "some-model"}})
+    assert stored_vector_report(store, ["b"]) == ({8: 60}, 1, 30)
+    store.write("embeddings", bad, "b", provenance={"embedder": "precomputed"})
+    assert stored_vector_report(store, ["b"]) == ({8: 60}, 0, 0)
+    assert stored_vector_report(store, None)[1:] == (1, 60)  # called alone: every stored row, as ever
 
 
 def test_a_shard_of_another_dimension_blocks_downstream(good, tmp_path):

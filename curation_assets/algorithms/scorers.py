@@ -171,7 +171,8 @@ def seeded_holdout(n: int, pilot: np.ndarray, seed: int) -> np.ndarray:
     on parts of the pilot were tried first; they rank the designs wrongly where a row's loss
     depends on which neighbours the probe saw: docs/results.md.)"""
     outside = np.ones(n, dtype=bool)
-    outside[pilot] = False
+    pilot = np.asarray(pilot, dtype=np.int64)
+    outside[pilot[pilot < n]] = False
     rest = np.flatnonzero(outside)  # np.setdiff1d(arange(n), pilot), without its sort of n rows
     size = min(rest.size, HOLDOUT_PER_PILOT * len(pilot))
     return np.sort(np.random.default_rng([seed, 1]).choice(rest, size=size, replace=False))

@@ -32,6 +32,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
 from .object_storage import ObjectLocation, check_object_url, is_url, open_object_location
+from .parquet_rows import take_rows
 from .vector_references import POINTER_MAX_BYTES, pointer_table, read_reference, reference_of, reference_sql
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
@@ -566,8 +567,11 @@ class CurationStore(ConfigurableResource):
 
     def read_rows(self, name: str, partition: str | None, rows, columns: list[str] | None = None) -> pa.Table:
         """The given row positions (in stored order) of one partition, reading only `columns`."""
-        path = self._stored_file(name, partition)
-        return self._read_file(path, columns, f"{name} [{partition}]").take(pa.array(rows, pa.int64()))
+        path, where = self._stored_file(name, partition), f"{name} [{partition}]"
+        if (pointer := self._pointer(path)) is not None:
+            return read_reference(*pointer, columns, where, rows=rows)
+        with pq.ParquetFile(path, filesystem=self._filesystem()) as parquet:
+            return take_rows(parquet, rows, columns, where)
 
     def read_latest_version(self, name: str) -> pa.Table:
         return pq.read_table(self._latest_version_file(name), filesystem=self._filesystem())

@@ -16,6 +16,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .parquet_rows import take_rows
+
 # Parquet footer key of a pointer file: what it refers to.
 REFERENCE_KEY = b"curation.reference"
 # Pointers are a few KB: only files this small are opened to look for a reference.
@@ -47,12 +49,18 @@ def check_unchanged(reference: dict, where: str) -> None:
                          "admitted; run the pipeline again: it reloads the shard")
 
 
-def read_reference(reference: dict, schema: pa.Schema, columns: list[str] | None, where: str) -> pa.Table:
-    """The referenced rows as the copy would hold them (`schema`: example_id, embedding)."""
+def read_reference(reference: dict, schema: pa.Schema, columns: list[str] | None, where: str,
+                   rows=None) -> pa.Table:
+    """The referenced rows as the copy would hold them (`schema`: example_id, embedding); with
+    `rows`, only those positions (parquet_rows.take_rows)."""
     check_unchanged(reference, where)
     wanted = schema.names if columns is None else columns
     source = {"example_id": reference["id_column"], "embedding": reference["embedding_column"]}
-    table = pq.read_table(reference["path"], columns=[source[c] for c in wanted])
+    if rows is None:
+        table = pq.read_table(reference["path"], columns=[source[c] for c in wanted])
+    else:
+        with pq.ParquetFile(reference["path"]) as parquet:
+            table = take_rows(parquet, rows, [source[c] for c in wanted], where)
     out = []
     for name in wanted:
         col, typ = table.column(source[name]), schema.field(name).type

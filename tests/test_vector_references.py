@@ -65,9 +65,10 @@ def test_referenced_vectors_read_and_query_as_a_copy_would_and_give_the_same_sub
         assert ref_store.row_count("embeddings", shard) == theirs.num_rows
         assert ref_store.reference("embeddings", shard)["path"].endswith(f"{shard}.parquet")
         assert copy_store.reference("embeddings", shard) is None
-        rows = [3, 0, 17]
+        rows = [3, 0, 17, 3]
         assert ref_store.read_rows("embeddings", shard, rows, ["embedding"]).equals(
             copy_store.read_rows("embeddings", shard, rows, ["embedding"]))
+        assert ref_store.read_rows("embeddings", shard, rows).equals(mine.take(rows))
     sql = "SELECT example_id, embedding FROM embeddings ORDER BY example_id"
     for con_of in (lambda s: s.connect(), lambda s: s.database()):  # in-memory views, and the database file's
         with con_of(ref_store) as a, con_of(copy_store) as b:

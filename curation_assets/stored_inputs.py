@@ -4,8 +4,9 @@ reads that hold one shard at a time, and each upstream's loader (checked to be i
 Assets read their inputs through here, never through another asset's module."""
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +18,8 @@ from .algorithms.representatives import nearest_members_per_cluster
 from .arrays import embedding_matrix, sort_by_id
 from .partitions import shards
 from .progress import Progress
+
+T = TypeVar("T")
 
 
 def registered_shards(context: AssetExecutionContext) -> list[str]:
@@ -61,19 +64,29 @@ def read_shards(store: CurationStore, asset: str, keys: list[str], columns: list
     return sort_by_id(pa.concat_tables(tables, promote_options="permissive"))
 
 
-def prefetched(keys: list[str], read: Callable[[str], object]) -> Iterator[tuple[str, object]]:
-    """(key, read(key)) for each key in order, the next shard's read running in a thread while
-    the caller works on this one (Parquet reads release the GIL, as do faiss and BLAS): the
-    per-shard loops overlap I/O with compute and still hold at most two shards."""
-    if not keys:
-        return
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """The items of `items` in order, the next one produced in a thread while the caller works on
+    this one (Parquet reads release the GIL, as do faiss and BLAS): a loop over shards or batches
+    overlaps I/O with compute and holds at most two items. An error surfaces at its item, and
+    nothing after it is produced."""
+    it, done = iter(items), object()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(read, keys[0])
-        for i, key in enumerate(keys):
-            value = pending.result()
-            if i + 1 < len(keys):
-                pending = pool.submit(read, keys[i + 1])
-            yield key, value
+        pending = pool.submit(next, it, done)
+        while (value := pending.result()) is not done:
+            pending = pool.submit(next, it, done)
+            yield value
+
+
+def prefetched(keys: list[str], read: Callable[[str], object]) -> Iterator[tuple[str, object]]:
+    """(key, read(key)) for each key in order, the next shard's read ahead (read_ahead)."""
+    return read_ahead((key, read(key)) for key in keys)
+
+
+def vector_batches(store: CurationStore, shard: str) -> Iterator[np.ndarray]:
+    """The shard's vectors in stored order, a batch at a time, the next batch read ahead: a pass
+    over them never holds the shard's whole column."""
+    batches = store.iter_batches("embeddings", shard, ["embedding"])
+    return read_ahead(embedding_matrix(t.column("embedding")) for t in batches)
 
 
 def shard_row_counts(store: CurationStore, asset: str, keys: list[str]) -> np.ndarray:

@@ -21,7 +21,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -32,8 +32,9 @@ from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
 from .object_storage import ObjectLocation, check_object_url, is_url, open_object_location
-from .parquet_rows import take_rows
-from .vector_references import POINTER_MAX_BYTES, pointer_table, read_reference, reference_of, reference_sql
+from .parquet_rows import BATCH_ROWS, take_rows
+from .vector_references import (POINTER_MAX_BYTES, iter_reference, pointer_table, read_reference, reference_of,
+                                reference_sql)
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -572,6 +573,18 @@ class CurationStore(ConfigurableResource):
             return read_reference(*pointer, columns, where, rows=rows)
         with pq.ParquetFile(path, filesystem=self._filesystem()) as parquet:
             return take_rows(parquet, rows, columns, where)
+
+    def iter_batches(self, name: str, partition: str | None, columns: list[str] | None = None,
+                     batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+        """One partition's rows in stored order, `batch_rows` at a time: a pass over a shard's
+        vectors reuses the same few MB instead of allocating the whole column (parquet_rows.py)."""
+        path, where = self._stored_file(name, partition), f"{name} [{partition}]"
+        if (pointer := self._pointer(path)) is not None:
+            yield from iter_reference(*pointer, columns, where, batch_rows)
+            return
+        with pq.ParquetFile(path, filesystem=self._filesystem()) as parquet:
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
+                yield pa.Table.from_batches([batch])
 
     def read_latest_version(self, name: str) -> pa.Table:
         return pq.read_table(self._latest_version_file(name), filesystem=self._filesystem())

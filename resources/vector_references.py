@@ -12,6 +12,7 @@ referenced files, so SQL users see the same `example_id`, `embedding` rows as a 
 
 import json
 import os
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,15 +56,36 @@ def read_reference(reference: dict, schema: pa.Schema, columns: list[str] | None
     `rows`, only those positions (parquet_rows.take_rows)."""
     check_unchanged(reference, where)
     wanted = schema.names if columns is None else columns
-    source = {"example_id": reference["id_column"], "embedding": reference["embedding_column"]}
+    source = _source_columns(reference, wanted)
     if rows is None:
-        table = pq.read_table(reference["path"], columns=[source[c] for c in wanted])
+        table = pq.read_table(reference["path"], columns=source)
     else:
         with pq.ParquetFile(reference["path"]) as parquet:
-            table = take_rows(parquet, rows, [source[c] for c in wanted], where)
+            table = take_rows(parquet, rows, source, where)
+    return _as_copy(table, schema, wanted, source)
+
+
+def iter_reference(reference: dict, schema: pa.Schema, columns: list[str] | None, where: str,
+                   batch_rows: int) -> Iterator[pa.Table]:
+    """The referenced rows as the copy would hold them, `batch_rows` at a time."""
+    check_unchanged(reference, where)
+    wanted = schema.names if columns is None else columns
+    source = _source_columns(reference, wanted)
+    with pq.ParquetFile(reference["path"]) as parquet:
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=source, use_threads=False):
+            yield _as_copy(pa.Table.from_batches([batch]), schema, wanted, source)
+
+
+def _source_columns(reference: dict, wanted: list[str]) -> list[str]:
+    names = {"example_id": reference["id_column"], "embedding": reference["embedding_column"]}
+    return [names[c] for c in wanted]
+
+
+def _as_copy(table: pa.Table, schema: pa.Schema, wanted: list[str], source: list[str]) -> pa.Table:
+    """The source's columns under the copy's names and types."""
     out = []
-    for name in wanted:
-        col, typ = table.column(source[name]), schema.field(name).type
+    for name, column in zip(wanted, source):
+        col, typ = table.column(column), schema.field(name).type
         if name == "embedding":  # validated when admitted: no nulls, one length; only the declared type changes
             col = pa.chunked_array([pa.FixedSizeListArray.from_arrays(c.flatten(), type=typ) for c in col.chunks],
                                    type=typ)

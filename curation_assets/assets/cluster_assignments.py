@@ -1,4 +1,6 @@
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, asset
@@ -9,23 +11,50 @@ from resources.storage import CurationStore
 from .. import lineage
 from ..algorithms.drift import measure_drift
 from ..algorithms.kmeans import assign_to_centroids
-from ..arrays import embedding_matrix
 from ..partitions import shards
 from ..plots import bars, histogram
 from ..progress import Progress
-from ..stored_inputs import load_centroids, load_fit_summary, prefetched
-
-PROGRESS_CHUNK = 262_144  # rows per assignment call: one progress line per ~second of work
+from ..stored_inputs import load_centroids, load_fit_summary, prefetched, vector_batches
 
 
-def assign_with_progress(x: np.ndarray, c: np.ndarray, device, label: str, log) -> tuple[np.ndarray, np.ndarray]:
-    progress = Progress(x.shape[0], label, log)
-    labels = np.empty(x.shape[0], dtype=np.int64)
-    sq_dist = np.empty(x.shape[0], dtype=np.float32)
-    for start in range(0, x.shape[0], PROGRESS_CHUNK):
-        stop = min(start + PROGRESS_CHUNK, x.shape[0])
-        labels[start:stop], sq_dist[start:stop] = assign_to_centroids(x[start:stop], c, device=device)
+GPU_CALL_ROWS = 262_144  # rows per assignment call on a GPU: each call moves the centroids and builds an index
+
+
+def grouped(batches: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
+    """The batches' rows in arrays of at least `rows` (the last may be shorter)."""
+    parts, have = [], 0
+    for x in batches:
+        parts.append(x)
+        have += x.shape[0]
+        if have >= rows:
+            yield np.concatenate(parts)
+            parts, have = [], 0
+    if parts:
+        yield np.concatenate(parts)
+
+
+def assign_with_progress(batches: Iterable[np.ndarray], n: int, c: np.ndarray, device, label: str, where: str,
+                         log) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid and squared distance for the n rows the batches hold, in order (`where`
+    names them in an error)."""
+    progress = Progress(n, label, log)
+    labels = np.empty(n, dtype=np.int64)
+    sq_dist = np.empty(n, dtype=np.float32)
+    start = 0
+    for x in batches if device in (None, "cpu") else grouped(batches, GPU_CALL_ROWS):
+        if x.shape[0] == 0:
+            continue
+        if x.shape[1] != c.shape[1]:
+            raise ValueError(f"{where}: dimension {x.shape[1]} does not match the centroids' {c.shape[1]}; "
+                             "re-materialize centroids")
+        stop = start + x.shape[0]
+        if stop > n:
+            raise ValueError(f"{where}: more vectors than the {n} example ids; re-materialize embeddings")
+        labels[start:stop], sq_dist[start:stop] = assign_to_centroids(x, c, device=device)
         progress.update(stop - start)
+        start = stop
+    if start != n:
+        raise ValueError(f"{where}: {start} vectors for {n} example ids; re-materialize embeddings")
     return labels, sq_dist
 
 
@@ -44,27 +73,24 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
 
     def read(shard):  # what the shard is computed from is recorded before its vectors are read
         provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
-        return provenance, store.read("embeddings", [shard])
+        return provenance, store.read("embeddings", [shard], columns=["example_id"]).column("example_id")
 
-    for shard, (provenance, emb) in prefetched(context.partition_keys, read):  # one shard, or a range of them
-        meta = _assign_shard(context, store, compute, shard, emb, provenance, *fit)
+    for shard, (provenance, ids) in prefetched(context.partition_keys, read):  # one shard, or a range of them
+        meta = _assign_shard(context, store, compute, shard, ids, provenance, *fit)
         context.add_asset_metadata(meta, partition_key=shard)
     return MaterializeResult()
 
 
 def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute: ComputeDevice, shard: str,
-                  emb: pa.Table, provenance: dict, centroids: tuple[np.ndarray, str], fit_summary: tuple) -> dict:
+                  ids: pa.ChunkedArray, provenance: dict, centroids: tuple[np.ndarray, str],
+                  fit_summary: tuple) -> dict:
     c, version = centroids
-    x = embedding_matrix(emb.column("embedding"))
-    if x.shape[1] != c.shape[1]:
-        raise ValueError(
-            f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the centroids' {c.shape[1]}; "
-            "re-materialize centroids"
-        )
     backend, device = compute.kmeans_backend()
-    labels, sq_dist = assign_with_progress(x, c, device, f"cluster_assignments [{shard}]", context.log.info)
+    labels, sq_dist = assign_with_progress(vector_batches(store, shard), len(ids), c, device,
+                                           f"cluster_assignments [{shard}]", f"embeddings of shard {shard!r}",
+                                           context.log.info)
     table = pa.table({
-        "example_id": emb.column("example_id"),
+        "example_id": ids,
         "cluster_id": pa.array(labels.astype(np.int32)),
         "sq_distance": pa.array(sq_dist),
         "centroids_version": pa.array([version] * len(labels), pa.string()),

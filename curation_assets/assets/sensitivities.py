@@ -16,10 +16,9 @@ from ..algorithms.sensitivity import (
     distance_term,
     sensitivity_scores,
 )
-from ..arrays import embedding_matrix
 from ..partitions import shards
 from ..plots import histogram
-from ..stored_inputs import load_losses, load_probe, prefetched, read_shards, registered_shards
+from ..stored_inputs import load_losses, load_probe, prefetched, read_shards, registered_shards, vector_batches
 
 
 class SensitivityConfig(Config):
@@ -71,16 +70,16 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
                              expected_version=centroids_version,
                              upstream="centroids (than representative_losses)")
-        emb = None if probe is None else store.read("embeddings", [shard])
-        return provenance, assign, emb
+        emb_ids = None if probe is None else store.read("embeddings", [shard], ["example_id"]).column("example_id")
+        return provenance, assign, emb_ids
 
-    for shard, (provenance, assign, emb) in prefetched(context.partition_keys, read):  # one shard or a range
-        meta = _score_shard(store, shard, assign, emb, v, lam, z, losses_version, provenance, probe)
+    for shard, (provenance, assign, emb_ids) in prefetched(context.partition_keys, read):  # one shard or a range
+        meta = _score_shard(store, shard, assign, emb_ids, v, lam, z, losses_version, provenance, probe)
         context.add_asset_metadata({**meta, "lambda_rule": lambda_rule}, partition_key=shard)
     return MaterializeResult()
 
 
-def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb: pa.Table | None, v: np.ndarray,
+def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb_ids: pa.ChunkedArray | None, v: np.ndarray,
                  lam: float, z: float, losses_version: str, provenance: dict,
                  probe: tuple[np.ndarray, np.ndarray] | None) -> dict:
     a = assign.column("cluster_id").to_numpy().astype(np.int64)
@@ -88,7 +87,7 @@ def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb: pa.Tab
     s = sensitivity_scores(v, a, d2, lam, z)
     loss_term = v[a]
     n = len(s)
-    expected = None if emb is None else _expected_losses(shard, emb, assign.column("example_id"), probe)
+    expected = None if emb_ids is None else _expected_losses(store, shard, emb_ids, assign.column("example_id"), probe)
     table = pa.table({
         "example_id": assign.column("example_id"),
         "cluster_id": assign.column("cluster_id"),
@@ -113,15 +112,23 @@ def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb: pa.Tab
     }
 
 
-def _expected_losses(shard: str, emb: pa.Table, ids: pa.ChunkedArray, probe) -> np.ndarray:
+def _expected_losses(store: CurationStore, shard: str, emb_ids: pa.ChunkedArray, ids: pa.ChunkedArray,
+                     probe) -> np.ndarray:
     """The probe's expected loss at each row of the shard, in the assignments' row order (by id,
-    as read_shards gives them): computed in the file's order, then permuted, not the vectors."""
-    order = pc.sort_indices(emb.column("example_id"))
-    if not emb.column("example_id").take(order).equals(ids):
+    as read_shards gives them): computed over the vectors in the file's order, a batch at a time,
+    then permuted."""
+    order = pc.sort_indices(emb_ids)
+    if not emb_ids.take(order).equals(ids):
         raise ValueError(f"embeddings of shard {shard!r}: rows differ from its cluster_assignments; "
                          "re-materialize cluster_assignments for it")
-    x = embedding_matrix(emb.column("embedding"))
-    if x.shape[1] != probe[0].shape[1]:
-        raise ValueError(f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the probe's "
-                         f"{probe[0].shape[1]}; re-materialize representative_losses")
-    return expected_losses(x, *probe)[order.to_numpy()]
+    parts = []
+    for x in vector_batches(store, shard):
+        if x.shape[0] and x.shape[1] != probe[0].shape[1]:
+            raise ValueError(f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the probe's "
+                             f"{probe[0].shape[1]}; re-materialize representative_losses")
+        parts.append(expected_losses(x, *probe))
+    losses = np.concatenate(parts) if parts else np.zeros(0)
+    if losses.size != len(emb_ids):
+        raise ValueError(f"embeddings of shard {shard!r}: {losses.size} vectors for {len(emb_ids)} example ids; "
+                         "re-materialize embeddings")
+    return losses[order.to_numpy()]

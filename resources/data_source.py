@@ -374,10 +374,9 @@ class ExampleSource(ConfigurableResource):
         if ids.null_count:
             raise ValueError(f"source.id_column={self.id_column!r}: {ids.null_count} null id(s) in {where}")
         ids = pc.cast(ids, pa.string()) if not pa.types.is_string(ids.type) else ids
-        id_list = ids.to_pylist()
-        if len(set(id_list)) != n:
+        if pc.count_distinct(ids).as_py() != n:
             seen, dups = set(), []
-            for i in id_list:
+            for i in ids.to_pylist():
                 if i in seen:
                     dups.append(i)
                 seen.add(i)

@@ -104,20 +104,22 @@ def split_rows(global_rows, counts) -> list[np.ndarray]:
 
 def gather_rows(store: CurationStore, asset: str, keys: list[str], local_rows: list[np.ndarray],
                 columns: list[str]) -> pa.Table:
-    """The chosen rows of every shard, shard by shard: memory holds one shard plus the rows kept."""
-    parts = [store.read_rows(asset, key, rows, columns=columns) for key, rows in zip(keys, local_rows) if rows.size]
+    """The chosen rows of every shard, a few shards at a time (read_rows_of): memory holds a batch
+    of each shard being read plus the rows kept."""
+    parts = list(store.read_rows_of(asset, [(key, rows) for key, rows in zip(keys, local_rows) if rows.size], columns))
     return pa.concat_tables(parts) if parts else store.read_rows(asset, keys[0], [], columns=columns)
 
 
 def gather_embeddings(store: CurationStore, keys: list[str], local_rows: list[np.ndarray],
                       progress=None) -> np.ndarray:
+    chosen = [(key, rows) for key, rows in zip(keys, local_rows) if rows.size]
     parts = []
-    for key, rows in zip(keys, local_rows):
-        if rows.size:
-            parts.append(embedding_matrix(
-                store.read_rows("embeddings", key, rows, columns=["embedding"]).column("embedding")))
+    for table in store.read_rows_of("embeddings", chosen, ["embedding"]):
+        parts.append(embedding_matrix(table.column("embedding")))
         if progress is not None:
             progress.update(1)
+    if progress is not None and len(chosen) < len(keys):
+        progress.update(len(keys) - len(chosen))  # shards with no chosen row: nothing to read
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -22,6 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -35,6 +36,9 @@ from .object_storage import ObjectLocation, check_object_url, is_url, open_objec
 from .parquet_rows import BATCH_ROWS, take_rows
 from .vector_references import (POINTER_MAX_BYTES, iter_reference, pointer_table, read_reference, reference_of,
                                 reference_sql)
+
+# Partitions a sparse read decodes at once (read_rows_of): one a core, at most 8.
+READ_THREADS = min(8, os.cpu_count() or 1)
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -573,6 +577,13 @@ class CurationStore(ConfigurableResource):
             return read_reference(*pointer, columns, where, rows=rows)
         with pq.ParquetFile(path, filesystem=self._filesystem()) as parquet:
             return take_rows(parquet, rows, columns, where)
+
+    def read_rows_of(self, name: str, wanted: list[tuple[str | None, object]],
+                     columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """`read_rows` of each (partition, rows), in order, READ_THREADS partitions at once: a
+        Parquet column decodes on one core, and a sparse read over many shards is all decoding."""
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            yield from pool.map(lambda part: self.read_rows(name, part[0], part[1], columns), wanted)
 
     def iter_batches(self, name: str, partition: str | None, columns: list[str] | None = None,
                      batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:

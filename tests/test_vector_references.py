@@ -69,6 +69,9 @@ def test_referenced_vectors_read_and_query_as_a_copy_would_and_give_the_same_sub
         assert ref_store.read_rows("embeddings", shard, rows, ["embedding"]).equals(
             copy_store.read_rows("embeddings", shard, rows, ["embedding"]))
         assert ref_store.read_rows("embeddings", shard, rows).equals(mine.take(rows))
+        wanted = [(shard, rows), ("a", [1]), (shard, [])]  # several at once, in the order asked
+        for got, (key, r) in zip(ref_store.read_rows_of("embeddings", wanted), wanted, strict=True):
+            assert got.equals(ref_store.read_rows("embeddings", key, r))
         for store, whole in ((ref_store, mine), (copy_store, theirs)):  # a pass a batch at a time: the same rows
             batches = list(store.iter_batches("embeddings", shard, batch_rows=7))
             assert len(batches) == -(-whole.num_rows // 7) and pa.concat_tables(batches).equals(whole)

@@ -82,11 +82,19 @@ def prefetched(keys: list[str], read: Callable[[str], object]) -> Iterator[tuple
     return read_ahead((key, read(key)) for key in keys)
 
 
-def vector_batches(store: CurationStore, shard: str) -> Iterator[np.ndarray]:
+def vector_batches(store: CurationStore, shard: str, n: int) -> Iterator[np.ndarray]:
     """The shard's vectors in stored order, a batch at a time, the next batch read ahead: a pass
-    over them never holds the shard's whole column."""
+    over them never holds the shard's whole column. Raises unless they are `n` (its ids' count)."""
     batches = store.iter_batches("embeddings", shard, ["embedding"])
-    return read_ahead(embedding_matrix(t.column("embedding")) for t in batches)
+    seen = 0
+    for x in read_ahead(embedding_matrix(t.column("embedding")) for t in batches):
+        seen += x.shape[0]
+        if seen > n:
+            break
+        yield x
+    if seen != n:
+        raise ValueError(f"embeddings of shard {shard!r}: {'more than ' if seen > n else ''}{seen} vectors for "
+                         f"{n} example ids; re-materialize embeddings")
 
 
 def shard_row_counts(store: CurationStore, asset: str, keys: list[str]) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pyarrow as pa
 import pytest
 
 from curation_assets.stored_inputs import prefetched
@@ -47,3 +48,21 @@ def test_a_failed_read_surfaces_at_its_shard_and_nothing_after_it_is_read():
             seen.append(key)
     assert seen == ["a"] and "c" not in started and "d" not in started
     assert list(prefetched([], read)) == []
+
+
+def test_a_shards_vectors_stream_in_order_and_must_match_its_id_count(tmp_path):
+    """vector_batches yields the stored vectors batch by batch, and refuses (in one line naming
+    the shard) a file holding more or fewer vectors than the shard has ids."""
+    import numpy as np
+
+    from curation_assets.arrays import embedding_table
+    from curation_assets.stored_inputs import vector_batches
+    from resources import CurationStore
+
+    store = CurationStore(database_path=str(tmp_path / "c.duckdb"))
+    x = np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
+    store.write("embeddings", embedding_table(pa.array(["a", "b", "c"]), x), "s0")
+    assert np.array_equal(np.concatenate(list(vector_batches(store, "s0", 3))), x)
+    for n, said in ((2, "more than 3 vectors for 2"), (4, "3 vectors for 4")):
+        with pytest.raises(ValueError, match=f"embeddings of shard 's0': {said} example ids"):
+            list(vector_batches(store, "s0", n))

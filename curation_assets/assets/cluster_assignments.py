@@ -36,7 +36,7 @@ def grouped(batches: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
 def assign_with_progress(batches: Iterable[np.ndarray], n: int, c: np.ndarray, device, label: str, where: str,
                          log) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid and squared distance for the n rows the batches hold, in order (`where`
-    names them in an error)."""
+    names them in an error; vector_batches checks there are n)."""
     progress = Progress(n, label, log)
     labels = np.empty(n, dtype=np.int64)
     sq_dist = np.empty(n, dtype=np.float32)
@@ -48,13 +48,9 @@ def assign_with_progress(batches: Iterable[np.ndarray], n: int, c: np.ndarray, d
             raise ValueError(f"{where}: dimension {x.shape[1]} does not match the centroids' {c.shape[1]}; "
                              "re-materialize centroids")
         stop = start + x.shape[0]
-        if stop > n:
-            raise ValueError(f"{where}: more vectors than the {n} example ids; re-materialize embeddings")
         labels[start:stop], sq_dist[start:stop] = assign_to_centroids(x, c, device=device)
         progress.update(stop - start)
         start = stop
-    if start != n:
-        raise ValueError(f"{where}: {start} vectors for {n} example ids; re-materialize embeddings")
     return labels, sq_dist
 
 
@@ -86,7 +82,7 @@ def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute:
                   fit_summary: tuple) -> dict:
     c, version = centroids
     backend, device = compute.kmeans_backend()
-    labels, sq_dist = assign_with_progress(vector_batches(store, shard), len(ids), c, device,
+    labels, sq_dist = assign_with_progress(vector_batches(store, shard, len(ids)), len(ids), c, device,
                                            f"cluster_assignments [{shard}]", f"embeddings of shard {shard!r}",
                                            context.log.info)
     table = pa.table({

@@ -122,13 +122,10 @@ def _expected_losses(store: CurationStore, shard: str, emb_ids: pa.ChunkedArray,
         raise ValueError(f"embeddings of shard {shard!r}: rows differ from its cluster_assignments; "
                          "re-materialize cluster_assignments for it")
     parts = []
-    for x in vector_batches(store, shard):
+    for x in vector_batches(store, shard, len(emb_ids)):
         if x.shape[0] and x.shape[1] != probe[0].shape[1]:
             raise ValueError(f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the probe's "
                              f"{probe[0].shape[1]}; re-materialize representative_losses")
         parts.append(expected_losses(x, *probe))
     losses = np.concatenate(parts) if parts else np.zeros(0)
-    if losses.size != len(emb_ids):
-        raise ValueError(f"embeddings of shard {shard!r}: {losses.size} vectors for {len(emb_ids)} example ids; "
-                         "re-materialize embeddings")
     return losses[order.to_numpy()]

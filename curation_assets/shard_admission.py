@@ -8,13 +8,14 @@ anything, every shard it will (re)load is loaded, validated and compared with th
 as they are and with each other; only then are shards registered, retired and written.
 """
 
-import hashlib
 import uuid
 from datetime import datetime, timezone
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from resources.content_hash import content_hash
 from resources.data_source import ExampleSource
 from resources.storage import CurationStore
 
@@ -28,41 +29,14 @@ EMBEDDINGS = "embeddings"
 ADMITTED_TAG = "curation/admitted"
 
 
-class _HashingSink:
-    """A write-only file that hashes what is written to it and keeps none of it."""
-
-    closed = False
-
-    def __init__(self):
-        self.digest = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def content_hash(table: pa.Table) -> str:
-    """sha256 (hardware-accelerated on current CPUs, ~3x md5) of the shard's rows as Arrow IPC:
-    equal data, equal hash, whatever the source. The stream is hashed as it is written, not
-    collected first: no second copy of the shard (154 MB at 100k x 384) in fresh memory."""
-    sink = _HashingSink()
-    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return sink.digest.hexdigest()[:16]
-
-
-def raw_provenance(source: ExampleSource, shard: str, table: pa.Table) -> dict:
+def raw_provenance(source: ExampleSource, shard: str, table: pa.Table, *,
+                   streamed: tuple[pa.DataType, str] | None = None) -> dict:
     """What raw_examples records of a loaded shard: its source file, the hash of everything loaded
-    (the vectors too, though they are stored in `embeddings` only) and the vectors' type."""
-    mine = vector_type(table.schema)
+    (the vectors too, though they are stored in `embeddings` only) and the vectors' type
+    (`streamed`: the type and hash load_shard_streamed took as it read them)."""
+    mine, content = streamed if streamed is not None else (vector_type(table.schema), content_hash(table))
     return {"config": None, "inputs": {}, "source": source.shard_fingerprint(shard),
-            "content": content_hash(table), "precomputed": mine is not None, "vectors": describe_vectors(mine)}
+            "content": content, "precomputed": mine is not None, "vectors": describe_vectors(mine)}
 
 
 def vector_type(schema: pa.Schema) -> pa.DataType | None:
@@ -105,10 +79,11 @@ class Admission:
         self.seen.execute("CREATE TABLE seen (example_id VARCHAR, shard VARCHAR)")
         self.stored_loaded = False
 
-    def check(self, shard: str, table: pa.Table) -> None:
-        """Raise a one-line ValueError if `table` (shard `shard`, validated alone) does not fit the
-        store; nothing is written either way."""
-        mine = describe_vectors(vector_type(table.schema))
+    def check(self, shard: str, table: pa.Table, vectors: pa.DataType | None = None) -> None:
+        """Raise a one-line ValueError if `table` (shard `shard`, validated alone; `vectors`: the
+        type of its vectors when they were read apart) does not fit the store; nothing is written
+        either way."""
+        mine = describe_vectors(vectors or vector_type(table.schema))
         others = {k: t for k, t in self.types.items() if k != shard}
         clash = sorted(k for k, t in others.items() if t != mine)
         if clash:
@@ -166,18 +141,27 @@ def admit(source: ExampleSource, store: CurationStore, loading: list[str], shard
         with Admission(source, store, [k for k in shards if k not in loading]) as admission:
             def load(key):  # in a thread, the next shard's while this one is checked and staged
                 if not stage:
-                    return source.load_shard(key), None, None
+                    return source.load_shard(key), None, None, None
                 before = source.vector_reference(key)
+                # Vectors the store will read where they are: checked and hashed, never held (data_source.py).
+                streamed = source.load_shard_streamed(key) if before is not None else None
+                if streamed is not None and source.vector_reference(key) == before:
+                    rows, mine, content = streamed
+                    return rows, raw_provenance(source, key, rows, streamed=(mine, content)), before, mine
                 table = source.load_shard(key)
                 # The file validated is the file referred to only if it did not change meanwhile.
                 reference = before if before is not None and source.vector_reference(key) == before else None
-                return table, raw_provenance(source, key, table), reference
+                return table, raw_provenance(source, key, table), reference, None
 
-            for key, (table, prov, reference) in prefetched(loading, load):
-                admission.check(key, table)
+            for key, (table, prov, reference, streamed_type) in prefetched(loading, load):
+                admission.check(key, table, streamed_type)
                 rows_of[key] = table.num_rows
                 if stage:
-                    rows, vectors = split_vectors(table)
+                    if streamed_type is not None:  # referenced: only the pointer's schema is needed
+                        rows, vectors = table, embedding_table(table.column("example_id").slice(0, 0),
+                                                               np.zeros((0, streamed_type.list_size), np.float32))
+                    else:
+                        rows, vectors = split_vectors(table)
                     store.stage(RAW, rows, key, provenance=prov)
                     if vectors is not None:  # staged here, once: the embeddings run promotes them
                         vector_prov = lineage.precomputed_embeddings(prov, run=f"admitted-{uuid.uuid4()}")

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
+from .content_hash import HASH_BATCH_ROWS, ContentHasher, canonical
 from .object_storage import ObjectLocation, check_object_url, glob_location, glob_objects, is_url
 
 DEFAULT_LABEL_COLUMN = "label"  # used when present and no label column is named
@@ -334,6 +335,36 @@ class ExampleSource(ConfigurableResource):
             raise ValueError(f"source.path: {unreadable_file(path, 'read_parquet', exc)}") from exc
         return pa.table({alias: table.column(c) for c, alias in cols})
 
+    def load_shard_streamed(self, shard: str) -> tuple[pa.Table, pa.DataType, str] | None:
+        """(the shard as load_shard gives it but for its `embedding` column, that column's type,
+        the content hash of the whole shard) for a shard whose vectors can be referenced
+        (vector_reference): the vectors are validated and hashed a batch at a time, never held
+        together, since the store reads them where they are. None when that does not apply, or
+        when a vector is faulty: load_shard then names the fault in one line.
+
+        Why: reading the whole column allocated the shard's vectors (154 MB at 100k x 384) only to
+        check and hash them; on a VM where fresh pages are expensive that took ~2.5x the decoding."""
+        if self.vector_reference(shard) is None:
+            return None
+        path = self._file_shards()[shard]
+        try:
+            with pq.ParquetFile(path) as parquet:
+                cols = [(c, alias) for c, alias in self._selected_columns(parquet.schema_arrow.names, str(path))
+                        if alias != "embedding"]
+                small = parquet.read(columns=list(dict.fromkeys(c for c, _ in cols)))
+                if small.num_rows == 0:
+                    return None
+                rows = self._normalise(pa.table({alias: small.column(c) for c, alias in cols}), shard, vectors=False)
+                batches = parquet.iter_batches(batch_size=HASH_BATCH_ROWS, columns=[self.embedding_column],
+                                               use_threads=False)
+                found = _hash_clean_vectors(rows, (b.column(0) for b in batches))
+        except (pa.ArrowException, OSError, ValueError):
+            return None  # load_shard says what is wrong
+        if found is None:
+            return None
+        vector_type, content = found
+        return rows, vector_type, content
+
     def _check_table_config(self) -> Path:
         if not self.database or not self.table:
             raise ValueError("source.database and source.table: kind 'duckdb_table' needs both")
@@ -365,7 +396,9 @@ class ExampleSource(ConfigurableResource):
         return table.filter(pa.array(keep, type=pa.bool_()))
 
     # ---- validation --------------------------------------------------------------------
-    def _normalise(self, raw: pa.Table, shard: str) -> pa.Table:
+    def _normalise(self, raw: pa.Table, shard: str, vectors: bool = True) -> pa.Table:
+        """The shard in the store's columns, validated; `vectors=False` leaves the vectors out (the
+        caller validates them: load_shard_streamed)."""
         where = f"shard {shard!r}"
         n = raw.num_rows
         if n == 0:
@@ -408,7 +441,7 @@ class ExampleSource(ConfigurableResource):
         else:
             cols["label"] = pa.nulls(n, pa.string())
         cols["shard"] = pa.array([shard] * n, pa.string())
-        if self.embedding_column is not None:
+        if self.embedding_column is not None and vectors:
             cols["embedding"] = self._validate_embeddings(raw.column("embedding"), where)
         return pa.table(cols)
 
@@ -453,3 +486,52 @@ class ExampleSource(ConfigurableResource):
         keys = [hashlib.md5(i.encode("utf-8")).hexdigest() for i in table.column("example_id").to_pylist()]
         keep = np.sort(np.argsort(keys, kind="stable")[:k])
         return table.take(pa.array(keep))
+
+
+def _hash_clean_vectors(rows: pa.Table, columns) -> tuple[pa.DataType, str] | None:
+    """(the vectors' type as load_shard gives them, the content hash of rows + vectors), the
+    vector column given in pieces; None at the first null, ragged, empty or non-finite vector."""
+    hasher, d, start = None, None, 0
+    pending: list[pa.Array] = []
+
+    def emit(vectors: pa.Array) -> None:
+        nonlocal start
+        part = rows.slice(start, len(vectors))
+        # The vectors are fresh arrays of exactly these rows already (canonical copies the rest).
+        hasher.write(pa.RecordBatch.from_arrays([*(canonical(c) for c in part.columns), vectors],
+                                                schema=hasher_schema))
+        start += len(vectors)
+
+    for col in columns:
+        if col.null_count or len(col) == 0:
+            if col.null_count:
+                return None
+            continue
+        lengths = np.asarray(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+        d = int(lengths[0]) if d is None else d
+        if d == 0 or lengths.min() != d or lengths.max() != d:
+            return None
+        flat = pc.list_flatten(col)
+        if flat.null_count:
+            return None
+        values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+        if not np.isfinite(values).all():
+            return None
+        if hasher is None:
+            vector_type = pa.list_(pa.float32(), d)
+            hasher_schema = rows.schema.append(pa.field("embedding", vector_type))
+            hasher = ContentHasher(hasher_schema)
+        pending.append(pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), d))
+        held = sum(len(a) for a in pending)
+        while held >= HASH_BATCH_ROWS:  # the hash is defined on batches of exactly HASH_BATCH_ROWS
+            joined = pending[0] if len(pending) == 1 else pa.concat_arrays(pending)
+            emit(joined.slice(0, HASH_BATCH_ROWS))
+            pending = [joined.slice(HASH_BATCH_ROWS)] if held > HASH_BATCH_ROWS else []
+            held -= HASH_BATCH_ROWS
+    if hasher is None:
+        return None
+    if pending:
+        emit(pending[0] if len(pending) == 1 else pa.concat_arrays(pending))
+    if start != rows.num_rows:
+        return None
+    return vector_type, hasher.hexdigest()

@@ -4,12 +4,14 @@ reads that hold one shard at a time, and each upstream's loader (checked to be i
 Assets read their inputs through here, never through another asset's module."""
 
 import datetime as dt
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext
 
 from resources.storage import CurationStore
@@ -154,6 +156,12 @@ def load_losses(store: CurationStore) -> tuple[pa.Table, np.ndarray, str, str]:
     return t, v, t.column("version")[0].as_py(), t.column("centroids_version")[0].as_py()
 
 
+def losses_probe(losses: pa.Table) -> str | None:
+    """The version of the probe representative_losses took its losses from (None: another scorer,
+    or a store from before the probe was its own asset)."""
+    return losses.column("probe_version")[0].as_py() if "probe_version" in losses.column_names else None
+
+
 def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """Centroids and parent links per level (bottom-up), and the hierarchy's version."""
     t = store.read("hierarchical_centroids").sort_by([("level", "ascending"), ("cluster_id", "ascending")])
@@ -166,32 +174,68 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
     return centroids, parents[:-1], t.column("version")[0].as_py()
 
 
-def _side_table(store: CurationStore, name: str, losses_version: str) -> tuple[pa.Table | None, str]:
-    """A table representative_losses writes beside its own ('holdout_losses', 'probe_coefficients'),
-    if the stored one is from `losses_version`: (table, "current"), else (None, "none" | "older")."""
-    if not store.exists(name):
+def _side_table(store: CurationStore, name: str, version: str | None) -> tuple[pa.Table | None, str]:
+    """A table the probe writes beside its own ('holdout_losses'), if the stored one is from
+    `version`: (table, "current"), else (None, "none" | "older")."""
+    if version is None or not store.exists(name):
         return None, "none"
     table = store.read(name)
-    if set(table.column("version").unique().to_pylist()) != {losses_version}:
+    if set(table.column("version").unique().to_pylist()) != {version}:
         return None, "older"
     return table, "current"
 
 
-def load_holdout(store: CurationStore, losses_version: str) -> tuple[pa.Table | None, str]:
-    """The probe's losses on held-out rows written with `losses_version`, and the alpha rule they give."""
-    holdout, state = _side_table(store, "holdout_losses", losses_version)
+def load_holdout(store: CurationStore, probe_version: str | None) -> tuple[pa.Table | None, str]:
+    """The probe's losses on held-out rows (the probe of `probe_version`: the one representative_losses
+    used, None when it used none), and the alpha rule they give."""
+    holdout, state = _side_table(store, "holdout_losses", probe_version)
+    if holdout is not None and holdout.num_rows == 0:  # the pilot took every row
+        holdout, state = None, "none"
     return holdout, {"none": "default (no labelled holdout)",
-                     "older": "default (holdout from an older representative_losses)",
+                     "older": "default (holdout from an older probe)",
                      "current": "auto (labelled holdout)"}[state]
 
 
-def load_probe(store: CurationStore, losses_version: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(W, b) of the probe representative_losses fit in `losses_version` (p = softmax(W x + b)),
-    or None when it used no probe."""
-    t, _ = _side_table(store, "probe_coefficients", losses_version)
-    if t is None:
+@dataclass(frozen=True)
+class StoredProbe:
+    """The probe's p(y | x) = softmax(W x + b) over `classes`, and the run that fit it."""
+
+    classes: list[str]
+    w: np.ndarray
+    b: np.ndarray
+    version: str
+
+    def label_index(self, labels: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Each label's row of W: -1 where there is no label, -2 for a label the probe never saw."""
+        at = pc.index_in(labels, value_set=pa.array(self.classes, pa.string()))
+        out = at.fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int64)
+        out[labels.is_null().to_numpy(zero_copy_only=False)] = -1
+        return out
+
+
+def load_probe(store: CurationStore) -> StoredProbe | None:
+    """The stored probe, or None when there is none (not every example has a label)."""
+    if not store.exists("probe"):
         return None
-    return np.array(t.column("coefficients").to_pylist(), dtype=np.float64), t.column("intercept").to_numpy()
+    t = store.read("probe")
+    if t.num_rows == 0:
+        return None
+    return StoredProbe(t.column("class").to_pylist(), np.array(t.column("coefficients").to_pylist(), dtype=np.float64),
+                       t.column("intercept").to_numpy(), t.column("version")[0].as_py())
+
+
+def label_summary(store: CurationStore, keys: list[str]) -> tuple[np.ndarray, int, set]:
+    """Rows per shard, examples without a label, and up to two distinct labels (whether a probe
+    can be fit), from raw_examples' label column alone."""
+    require_partitions(store, "raw_examples", keys)
+    counts, missing, distinct = [], 0, set()
+    for key in keys:
+        labels = store.read("raw_examples", [key], columns=["label"]).column("label")
+        counts.append(len(labels))
+        missing += labels.null_count
+        if len(distinct) < 2:
+            distinct.update(x for x in labels.unique().to_pylist() if x is not None)
+    return np.array(counts, dtype=np.int64), missing, distinct
 
 
 def version_name(run_id: str) -> str:
@@ -200,9 +244,11 @@ def version_name(run_id: str) -> str:
 
 
 class RowsByNumber:
-    """Columns of chosen rows (global row numbers over the shards in order), read shard by shard."""
+    """Columns of chosen rows (global row numbers over the shards in order), read shard by shard;
+    `x` their vectors (empty without `with_vectors`)."""
 
-    def __init__(self, store: CurationStore, keys: list[str], counts: np.ndarray, rows, with_text: bool):
+    def __init__(self, store: CurationStore, keys: list[str], counts: np.ndarray, rows, with_text: bool,
+                 with_vectors: bool = True):
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         local = split_rows(self.rows, counts)
         cols = ["example_id", "label"] + (["text"] if with_text else [])
@@ -210,31 +256,43 @@ class RowsByNumber:
         self.ids = raw.column("example_id").to_pylist()
         self.labels = raw.column("label").to_pylist()
         self.texts = raw.column("text").to_pylist() if with_text else None
-        self.x = embedding_matrix(gather_rows(store, "embeddings", keys, local, ["embedding"]).column("embedding"))
+        self.x = np.zeros((len(self.ids), 0), dtype=np.float32)
+        if with_vectors:
+            emb = gather_rows(store, "embeddings", keys, local, ["example_id", "embedding"])
+            if emb.column("example_id").to_pylist() != self.ids:
+                raise ValueError("raw_examples and embeddings hold different examples at the same rows; "
+                                 "re-materialize embeddings")
+            self.x = embedding_matrix(emb.column("embedding"))
 
     def positions(self, rows) -> np.ndarray:
         return np.searchsorted(self.rows, np.asarray(rows, dtype=np.int64))
 
 
 def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, centroids_version: str,
-                     log=lambda _: None):
+                     probe_version: str | None = None, log=lambda _: None):
     """One pass over the shards: cluster sizes and costs, the r members nearest each centroid
-    (as global row numbers), and label statistics. Memory holds one shard at a time."""
+    (as global row numbers) and the probe's loss at their labels (NaN without one), and label
+    statistics. Memory holds one shard at a time. With `probe_version`, every shard must have been
+    scored by that probe."""
     require_partitions(store, "cluster_assignments", keys)
     sizes, sum_sq = np.zeros(k, dtype=np.int64), np.zeros(k)
-    cand_cluster, cand_dist, cand_row = [], [], []
-    counts, stale, null_labels, distinct = [], [], 0, set()
+    cand_cluster, cand_dist, cand_row, cand_loss = [], [], [], []
+    counts, stale, unscored, null_labels, distinct = [], [], [], 0, set()
     offset = 0
     progress = Progress(len(keys), "representative_losses: scanning assignments", log, unit="shards")
     def read(key):
-        return (store.read("cluster_assignments", [key],
-                           columns=["example_id", "cluster_id", "sq_distance", "centroids_version"]),
+        scored = "label_loss" in store.schema("cluster_assignments", key).names  # older stores: none
+        columns = ["example_id", "cluster_id", "sq_distance", "centroids_version"]
+        return (store.read("cluster_assignments", [key], columns=columns + ["label_loss", "probe_version"] * scored),
                 store.read("raw_examples", [key], columns=["example_id", "label"]),
                 store.read("embeddings", [key], columns=["example_id"]).column("example_id"))
 
     for key, (a, raw, emb_ids) in prefetched(keys, read):
         if set(a.column("centroids_version").unique().to_pylist()) != {centroids_version}:
             stale.append(key)
+        if probe_version is not None and ("probe_version" not in a.column_names or
+                                          set(a.column("probe_version").unique().to_pylist()) != {probe_version}):
+            unscored.append(key)
         if not (a.column("example_id").equals(raw.column("example_id")) and a.column("example_id").equals(emb_ids)):
             raise ValueError(
                 f"raw_examples, embeddings and cluster_assignments hold different examples in shard {key!r}; "
@@ -250,6 +308,8 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
         cand_cluster.append(j)
         cand_dist.append(d2[rows].astype(np.float64))
         cand_row.append(rows + offset)
+        loss = a.column("label_loss").to_numpy(zero_copy_only=False) if "label_loss" in a.column_names else None
+        cand_loss.append(np.full(rows.size, np.nan) if loss is None else np.asarray(loss[rows], dtype=np.float64))
         labels = raw.column("label")
         null_labels += labels.null_count
         if len(distinct) < 2:
@@ -260,9 +320,12 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
     if stale:
         raise ValueError(f"cluster_assignments: shard(s) {stale[:10]} were computed from older centroids; "
                          "re-materialize cluster_assignments for them")
-    cluster, dist, row = (np.concatenate(v) for v in (cand_cluster, cand_dist, cand_row))
+    if unscored:
+        raise ValueError(f"cluster_assignments: shard(s) {unscored[:10]} were not scored by the current probe; "
+                         "re-materialize cluster_assignments for them")
+    cluster, dist, row, loss = (np.concatenate(v) for v in (cand_cluster, cand_dist, cand_row, cand_loss))
     order = np.lexsort((row, dist, cluster))  # by (cluster, distance, row): ties to the earliest row
-    cluster, dist, row = cluster[order], dist[order], row[order]
+    cluster, dist, row, loss = cluster[order], dist[order], row[order], loss[order]
     starts = np.searchsorted(cluster, np.arange(k))
     rank = np.arange(cluster.size) - starts[cluster]
     take = rank < r
@@ -270,4 +333,7 @@ def scan_assignments(store: CurationStore, keys: list[str], k: int, r: int, cent
     member_dist = np.full((k, r), np.nan)
     members[cluster[take], rank[take]] = row[take]
     member_dist[cluster[take], rank[take]] = dist[take]
-    return members, member_dist, sizes, sum_sq, np.array(counts, dtype=np.int64), null_labels, distinct
+    member_loss = np.full((k, r), np.nan)
+    member_loss[cluster[take], rank[take]] = loss[take]
+    return (members, member_dist, member_loss, sizes, sum_sq, np.array(counts, dtype=np.int64), null_labels,
+            distinct)

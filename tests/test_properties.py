@@ -270,8 +270,8 @@ PARAMS = {  # op -> {parameter: values, mostly bad}
                   "training_sample_size": st.one_of(nasty_numbers, st.integers(-2, 70))},
     "sensitivities": {"lambda_": st.one_of(nasty_numbers, st.floats(-2, 5)),
                       "z": st.one_of(nasty_numbers, st.floats(-2, 5))},
-    "representative_losses": {"pilot_size": st.one_of(nasty_numbers, st.integers(-2, 70)),
-                              "representatives_per_cluster": st.one_of(nasty_numbers, st.integers(-2, 40))},
+    "probe": {"pilot_size": st.one_of(nasty_numbers, st.integers(-2, 70))},
+    "representative_losses": {"representatives_per_cluster": st.one_of(nasty_numbers, st.integers(-2, 40))},
 }
 
 

@@ -103,6 +103,30 @@ def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.
     return np.maximum(out, 0.0)
 
 
+LOSS_CAP = -np.log(1e-12)  # the loss at a label the probe gives probability 0 (one it never saw)
+
+
+def probe_losses(x, w: np.ndarray, b: np.ndarray, label_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(expected loss, loss at the label) of p = softmax(W x + b) at each row, from one product.
+
+    label_index: the column of each row's label in W (-1: no label, NaN out; -2: a label the
+    probe never saw, LOSS_CAP as LinearProbeScorer.losses gives it). The expected loss is
+    `expected_losses`'; the loss at the label is LinearProbeScorer.losses', so the pass that
+    assigns every row can score every row, and the representatives need no vectors read again."""
+    x = np.asarray(x)
+    wx = np.asarray(w, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
+    t = (x @ wx.T).astype(np.float64) + b  # the product in the vectors' precision, the rest in float64
+    t -= t.max(axis=1, keepdims=True)
+    log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
+    expected = np.maximum(-(np.exp(log_p) * log_p).sum(axis=1), 0.0)
+    label_index = np.asarray(label_index, dtype=np.int64)
+    at = np.full(x.shape[0], np.nan)
+    seen = label_index >= 0
+    at[seen] = np.minimum(-log_p[np.flatnonzero(seen), label_index[seen]], LOSS_CAP)
+    at[label_index == -2] = LOSS_CAP
+    return expected, at
+
+
 def probe_fit_scorer(embeddings, labels, C: float = 1.0) -> Callable:
     """fit_scorer for adaptive sampling: chosen rows -> a linear probe fit on them, returned as
     loss_of(rows); a constant loss while the chosen rows hold fewer than two classes."""
@@ -157,7 +181,7 @@ def seeded_pilot(n: int, size: int | None, seed: int) -> np.ndarray:
     """Sorted row numbers of a uniform pilot of `size` rows (default `default_pilot_size(n)`)."""
     size = default_pilot_size(n) if size is None else size
     if not 2 <= size <= n:
-        raise ValueError(f"representative_losses.pilot_size: must be in [2, {n}], got {size}")
+        raise ValueError(f"probe.pilot_size: must be in [2, {n}], got {size}")
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 

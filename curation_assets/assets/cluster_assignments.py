@@ -11,10 +11,11 @@ from resources.storage import CurationStore
 from .. import lineage
 from ..algorithms.drift import measure_drift
 from ..algorithms.kmeans import assign_to_centroids
+from ..algorithms.scorers import probe_losses
 from ..partitions import shards
 from ..plots import bars, histogram
 from ..progress import Progress
-from ..stored_inputs import load_centroids, load_fit_summary, prefetched, vector_batches
+from ..stored_inputs import StoredProbe, load_centroids, load_fit_summary, load_probe, prefetched, vector_batches
 
 
 GPU_CALL_ROWS = 262_144  # rows per assignment call on a GPU: each call moves the centroids and builds an index
@@ -54,42 +55,77 @@ def assign_with_progress(batches: Iterable[np.ndarray], n: int, c: np.ndarray, d
     return labels, sq_dist
 
 
+def scored(batches: Iterable[np.ndarray], probe: StoredProbe, label_index: np.ndarray, expected: np.ndarray,
+           at_label: np.ndarray, where: str) -> Iterator[np.ndarray]:
+    """The batches, unchanged, each scored by the probe on its way (expected loss and loss at the
+    label into the arrays, in row order): the pass that assigns the rows scores them too."""
+    start = 0
+    for x in batches:
+        if x.shape[0] and x.shape[1] != probe.w.shape[1]:
+            raise ValueError(f"{where}: dimension {x.shape[1]} does not match the probe's {probe.w.shape[1]}; "
+                             "re-materialize probe")
+        stop = start + x.shape[0]
+        expected[start:stop], at_label[start:stop] = probe_losses(x, probe.w, probe.b, label_index[start:stop])
+        start = stop
+        yield x
+
+
 @asset(
     partitions_def=shards,
-    deps=["embeddings", "centroids"],
+    deps=["embeddings", "centroids", "probe", "raw_examples"],
     group_name="curation",
     kinds={"faiss", "parquet"},
     pool="accelerator",  # GPU steps can be capped per GPU: see resources/compute_device.py
-    description="Nearest centroid and squared distance to it, for every example of the shard; the shard's "
-                "drift from the fit goes to the assignment_drift table.",
+    description="Nearest centroid and squared distance to it, for every example of the shard, and with a "
+                "probe its expected loss and its loss at the label there; the shard's drift from the fit goes "
+                "to the assignment_drift table.",
 )
 def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
                         compute: ComputeDevice) -> MaterializeResult:
     fit = load_centroids(store), load_fit_summary(store)
+    probe = load_probe(store)
 
     def read(shard):  # what the shard is computed from is recorded before its vectors are read
         provenance = lineage.expected(store, "cluster_assignments", shard, [shard], None, run=context.run.run_id)
-        return provenance, store.read("embeddings", [shard], columns=["example_id"]).column("example_id")
+        ids = store.read("embeddings", [shard], columns=["example_id"]).column("example_id")
+        if probe is None:
+            return provenance, ids, None
+        raw = store.read("raw_examples", [shard], columns=["example_id", "label"])
+        if not raw.column("example_id").equals(ids):
+            raise ValueError(f"raw_examples and embeddings hold different examples in shard {shard!r}; "
+                             "re-materialize embeddings for it")
+        return provenance, ids, probe.label_index(raw.column("label"))
 
-    for shard, (provenance, ids) in prefetched(context.partition_keys, read):  # one shard, or a range of them
-        meta = _assign_shard(context, store, compute, shard, ids, provenance, *fit)
+    for shard, (provenance, ids, label_index) in prefetched(context.partition_keys, read):  # one shard or a range
+        meta = _assign_shard(context, store, compute, shard, ids, provenance, *fit, probe, label_index)
         context.add_asset_metadata(meta, partition_key=shard)
     return MaterializeResult()
 
 
 def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute: ComputeDevice, shard: str,
                   ids: pa.ChunkedArray, provenance: dict, centroids: tuple[np.ndarray, str],
-                  fit_summary: tuple) -> dict:
+                  fit_summary: tuple, probe: StoredProbe | None, label_index: np.ndarray | None) -> dict:
     c, version = centroids
     backend, device = compute.kmeans_backend()
-    labels, sq_dist = assign_with_progress(vector_batches(store, shard, len(ids)), len(ids), c, device,
-                                           f"cluster_assignments [{shard}]", f"embeddings of shard {shard!r}",
+    n = len(ids)
+    where = f"embeddings of shard {shard!r}"
+    batches = vector_batches(store, shard, n)
+    expected = at_label = None
+    if probe is not None:
+        expected, at_label = np.empty(n), np.empty(n)
+        batches = scored(batches, probe, label_index, expected, at_label, where)
+    labels, sq_dist = assign_with_progress(batches, n, c, device, f"cluster_assignments [{shard}]", where,
                                            context.log.info)
     table = pa.table({
         "example_id": ids,
         "cluster_id": pa.array(labels.astype(np.int32)),
         "sq_distance": pa.array(sq_dist),
-        "centroids_version": pa.array([version] * len(labels), pa.string()),
+        "centroids_version": pa.array([version] * n, pa.string()),
+        # The probe's view of each row (null without one): sensitivities and representative_losses
+        # read these instead of the vectors.
+        "expected_loss": pa.array(expected, pa.float64()) if probe else pa.nulls(n, pa.float64()),
+        "label_loss": pa.array(at_label, pa.float64(), from_pandas=True) if probe else pa.nulls(n, pa.float64()),
+        "probe_version": pa.array([probe.version if probe else None] * n, pa.string()),
     })
     drift = measure_drift(labels, sq_dist, *fit_summary)
     store.write("assignment_drift", pa.table({
@@ -114,4 +150,5 @@ def _assign_shard(context: AssetExecutionContext, store: CurationStore, compute:
         "members_per_cluster": bars(np.arange(c.shape[0]), counts, f"members per cluster, shard {shard}", "members",
                                     "cluster"),
         "sq_distance": histogram(sq_dist, f"squared distance to centroid, shard {shard}", "squared distance"),
+        **({} if probe is None else {"mean_expected_loss": float(expected.mean()) if n else float("nan")}),
     }

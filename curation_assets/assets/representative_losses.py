@@ -10,45 +10,36 @@ from resources.storage import CurationStore
 
 from .. import lineage
 from ..algorithms.robust_sensitivity import cluster_losses_from_members
-from ..algorithms.scorers import (
-    representative_scorer,
-    resolve_scorer,
-    seeded_holdout,
-    seeded_pilot,
-    softmax_coefficients,
-)
+from ..algorithms.scorers import representative_scorer, resolve_scorer
 from ..graph import NEW_SHARDS_TAG
 from ..plots import bars
-from ..stored_inputs import RowsByNumber, load_centroids, registered_shards, scan_assignments, shard_row_counts
+from ..stored_inputs import (RowsByNumber, load_centroids, load_probe, registered_shards, scan_assignments,
+                             shard_row_counts)
 
 
 class RepresentativeLossConfig(Config):
     scorer: Literal["auto", "linear_probe", "constant", "function"] = Field(
         default="auto",
-        description="auto: linear_probe when every example has a label, else constant; function: "
-                    "your own model through scorer_function.",
+        description="auto: linear_probe (the `probe` asset's model) when every example has a label, else "
+                    "constant; function: your own model through scorer_function.",
     )
     scorer_function: str | None = Field(
         default=None,
         description="'package.module:function' called with example_ids, texts, labels and embeddings of "
                     "the representatives, returning one loss each (scorer 'function').",
     )
-    pilot_size: int | None = Field(
-        default=None, ge=2,
-        description="Labelled pilot examples the probe is fit on; default 5% of n, in [100, 20,000].")
-    seed: int = Field(default=0, ge=0, description="Seeds the pilot sample.")
-    probe_C: float = Field(default=1.0, gt=0, description="Inverse L2 regularisation of the logistic-regression probe.")
     constant_loss: float = Field(default=1.0, gt=0, description="The loss every cluster gets under the constant scorer.")
     representatives_per_cluster: int = Field(
         default=1, ge=1, description="r: v_j is the mean loss over the r members nearest each centroid (k * r inferences).")
 
 
 @asset(
-    deps=["cluster_assignments", "raw_examples", "embeddings"],
+    deps=["cluster_assignments", "raw_examples", "probe"],
     group_name="curation",
     kinds={"scikitlearn", "parquet"},
     tags={NEW_SHARDS_TAG: "kept"},  # stays current while the clusters do
-    description="v_j: the loss at each cluster's representative (the member nearest its centroid).",
+    description="v_j: the loss at each cluster's representative (the member nearest its centroid). The probe's "
+                "losses were computed with the assignments; only a user's scorer function reads vectors here.",
 )
 def representative_losses(context: AssetExecutionContext, config: RepresentativeLossConfig,
                           store: CurationStore) -> MaterializeResult:
@@ -60,8 +51,10 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         raise ValueError(f"representative_losses.representatives_per_cluster: must be at most the number of "
                          f"examples ({n_rows}), got {r}")
     provenance = lineage.expected(store, "representative_losses", None, keys, config, run=context.run.run_id)
-    members, member_dist, sizes, sum_sq, counts, null_labels, distinct = scan_assignments(
-        store, keys, k, r, centroids_version, log=context.log.info)
+    probe = load_probe(store)
+    scan = scan_assignments(store, keys, k, r, centroids_version, None if probe is None else probe.version,
+                            log=context.log.info)
+    members, member_dist, member_loss, sizes, sum_sq, counts, null_labels, distinct = scan
     n = int(counts.sum())
     reps = members[:, 0]  # the member nearest each centroid
     present = reps >= 0
@@ -69,27 +62,24 @@ def representative_losses(context: AssetExecutionContext, config: Representative
     if scorer_name == "linear_probe" and null_labels:
         raise ValueError(f"representative_losses.scorer='linear_probe': {null_labels} example(s) have no label; "
                          "use scorer 'constant' or label every example")
-    pilot = seeded_pilot(n, config.pilot_size, config.seed) if scorer_name == "linear_probe" else None
-    holdout = None if pilot is None else seeded_holdout(n, pilot, config.seed)
-    needed = np.concatenate([members[members >= 0]] + ([pilot, holdout] if pilot is not None else []))
-    rows = RowsByNumber(store, keys, counts, needed, with_text=scorer_name == "function")
+    if scorer_name == "linear_probe" and probe is None:
+        raise ValueError("representative_losses.scorer='linear_probe': no probe is stored (it needs two classes); "
+                         "materialize probe, or use scorer 'constant'")
+    rows = RowsByNumber(store, keys, counts, members[members >= 0], with_text=scorer_name == "function",
+                        with_vectors=scorer_name == "function")
     labels = np.asarray(rows.labels, dtype=object)
-    scorer = representative_scorer(
-        scorer_name, rows.x, labels, pilot=None if pilot is None else rows.positions(pilot),
-        holdout=None if holdout is None else rows.positions(holdout), ids=rows.ids,
-        texts=rows.texts, C=config.probe_C, seed=config.seed, constant_loss=config.constant_loss,
-        scorer_function=config.scorer_function)
-    v, inferences = cluster_losses_from_members(members, lambda idx: scorer.losses_at(rows.positions(idx)))
+    if scorer_name == "linear_probe":  # the probe's losses, computed in the assignments' pass over the vectors
+        known = dict(zip(members[members >= 0].tolist(), member_loss[members >= 0].tolist()))
+        v, inferences = cluster_losses_from_members(members, lambda idx: np.array([known[i] for i in idx]))
+        scorer_label, meta = "linear_probe", {"probe_version": probe.version}
+    else:
+        scorer = representative_scorer(scorer_name, rows.x, labels, ids=rows.ids, texts=rows.texts,
+                                       constant_loss=config.constant_loss, scorer_function=config.scorer_function)
+        v, inferences = cluster_losses_from_members(members, lambda idx: scorer.losses_at(rows.positions(idx)))
+        scorer_label, meta = scorer.name, dict(scorer.info)
     losses = np.where(present, v, np.nan)
-    meta = dict(scorer.info)
-    if scorer.probe is not None:
-        at = rows.positions(reps[present])
-        meta["probe_accuracy_at_representatives"] = float(scorer.probe.model.score(rows.x[at], labels[at]))
-    holdout_table = None if scorer.holdout_losses is None else pa.table({
-        "example_id": pa.array([rows.ids[i] for i in rows.positions(holdout)], pa.string()),
-        "loss": pa.array(scorer.holdout_losses)})
 
-    scorer_label = scorer.name
+    probe_version = probe.version if scorer_name == "linear_probe" else None
     rep_pos = rows.positions(np.where(present, reps, rows.rows[0] if rows.rows.size else 0))
     rep_ids = [rows.ids[p] if ok else None for p, ok in zip(rep_pos, present)]
     rep_labels = [rows.labels[p] if ok else None for p, ok in zip(rep_pos, present)]
@@ -107,20 +97,11 @@ def representative_losses(context: AssetExecutionContext, config: Representative
         "loss": pa.array([float(v) if np.isfinite(v) else None for v in losses], pa.float64()),
         "scorer": pa.array([scorer_label] * k, pa.string()),
         "centroids_version": pa.array([centroids_version] * k, pa.string()),
+        # The probe whose losses these are (null for other scorers): sensitivities takes its expected
+        # loss, and subsets its holdout, only from this one.
+        "probe_version": pa.array([probe_version] * k, pa.string()),
         "version": pa.array([version] * k, pa.string()),
     })
-    # The side tables first: the file carrying the provenance marks the step done, so a run killed
-    # between the writes redoes the step instead of leaving it "current" without its holdout.
-    if scorer.probe is not None:  # sensitivities scores every row with it (its expected loss)
-        classes, w, b = softmax_coefficients(scorer.probe.model)
-        store.write("probe_coefficients", pa.table({
-            "class": pa.array([str(c) for c in classes], pa.string()),
-            "coefficients": pa.array(list(w), pa.list_(pa.float64())),
-            "intercept": pa.array(b),
-            "version": pa.array([version] * len(b), pa.string())}))
-    if holdout_table is not None:
-        store.write("holdout_losses",
-                    holdout_table.append_column("version", pa.array([version] * holdout_table.num_rows)))
     store.write("representative_losses", table, provenance=provenance)
     finite = losses[present]
     meta.update({

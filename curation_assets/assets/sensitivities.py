@@ -1,14 +1,12 @@
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 from pydantic import Field
 
 from resources.storage import CurationStore
 
 from .. import lineage
-from ..algorithms.scorers import expected_losses
 from ..algorithms.sensitivity import (
     MAX_Z,
     balanced_lambda_from_cluster_sums,
@@ -18,7 +16,7 @@ from ..algorithms.sensitivity import (
 )
 from ..partitions import shards
 from ..plots import histogram
-from ..stored_inputs import load_losses, load_probe, prefetched, read_shards, registered_shards, vector_batches
+from ..stored_inputs import load_losses, losses_probe, prefetched, read_shards, registered_shards
 
 
 class SensitivityConfig(Config):
@@ -33,11 +31,11 @@ class SensitivityConfig(Config):
 
 @asset(
     partitions_def=shards,
-    deps=["cluster_assignments", "representative_losses", "embeddings"],
+    deps=["cluster_assignments", "representative_losses"],
     group_name="curation",
     kinds={"parquet"},
     description="s_i = v_a(i) + lambda * d_i^z per example; the DuckDB view adds p_i = s_i / sum(s). With a "
-                "probe, also its expected loss at each example (read from its embedding).",
+                "probe, also its expected loss at each example (computed with the assignments).",
 )
 def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, store: CurationStore) -> MaterializeResult:
     z = check_z(config.z)
@@ -63,31 +61,29 @@ def sensitivities(context: AssetExecutionContext, config: SensitivityConfig, sto
         lambda_rule = "balanced"
     else:
         lam, lambda_rule = float(config.lambda_), "configured"
-    probe = load_probe(store, losses_version)
+    probe_version = losses_probe(losses)  # None: no expected loss
 
     def read(shard):  # what the shard is computed from is recorded before its inputs are read
         provenance = lineage.expected(store, "sensitivities", shard, [shard], config, run=context.run.run_id)
         assign = read_shards(store, "cluster_assignments", [shard], version_column="centroids_version",
                              expected_version=centroids_version,
                              upstream="centroids (than representative_losses)")
-        emb_ids = None if probe is None else store.read("embeddings", [shard], ["example_id"]).column("example_id")
-        return provenance, assign, emb_ids
+        return provenance, assign
 
-    for shard, (provenance, assign, emb_ids) in prefetched(context.partition_keys, read):  # one shard or a range
-        meta = _score_shard(store, shard, assign, emb_ids, v, lam, z, losses_version, provenance, probe)
+    for shard, (provenance, assign) in prefetched(context.partition_keys, read):  # one shard or a range
+        expected = None if probe_version is None else _expected_losses(shard, assign, probe_version)
+        meta = _score_shard(store, shard, assign, expected, v, lam, z, losses_version, provenance)
         context.add_asset_metadata({**meta, "lambda_rule": lambda_rule}, partition_key=shard)
     return MaterializeResult()
 
 
-def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb_ids: pa.ChunkedArray | None, v: np.ndarray,
-                 lam: float, z: float, losses_version: str, provenance: dict,
-                 probe: tuple[np.ndarray, np.ndarray] | None) -> dict:
+def _score_shard(store: CurationStore, shard: str, assign: pa.Table, expected: np.ndarray | None, v: np.ndarray,
+                 lam: float, z: float, losses_version: str, provenance: dict) -> dict:
     a = assign.column("cluster_id").to_numpy().astype(np.int64)
     d2 = assign.column("sq_distance").to_numpy()
     s = sensitivity_scores(v, a, d2, lam, z)
     loss_term = v[a]
     n = len(s)
-    expected = None if emb_ids is None else _expected_losses(store, shard, emb_ids, assign.column("example_id"), probe)
     table = pa.table({
         "example_id": assign.column("example_id"),
         "cluster_id": assign.column("cluster_id"),
@@ -112,20 +108,11 @@ def _score_shard(store: CurationStore, shard: str, assign: pa.Table, emb_ids: pa
     }
 
 
-def _expected_losses(store: CurationStore, shard: str, emb_ids: pa.ChunkedArray, ids: pa.ChunkedArray,
-                     probe) -> np.ndarray:
-    """The probe's expected loss at each row of the shard, in the assignments' row order (by id,
-    as read_shards gives them): computed over the vectors in the file's order, a batch at a time,
-    then permuted."""
-    order = pc.sort_indices(emb_ids)
-    if not emb_ids.take(order).equals(ids):
-        raise ValueError(f"embeddings of shard {shard!r}: rows differ from its cluster_assignments; "
-                         "re-materialize cluster_assignments for it")
-    parts = []
-    for x in vector_batches(store, shard, len(emb_ids)):
-        if x.shape[0] and x.shape[1] != probe[0].shape[1]:
-            raise ValueError(f"embeddings of shard {shard!r}: dimension {x.shape[1]} does not match the probe's "
-                             f"{probe[0].shape[1]}; re-materialize representative_losses")
-        parts.append(expected_losses(x, *probe))
-    losses = np.concatenate(parts) if parts else np.zeros(0)
-    return losses[order.to_numpy()]
+def _expected_losses(shard: str, assign: pa.Table, probe_version: str) -> np.ndarray:
+    """The probe's expected loss at each row, as cluster_assignments computed it, if it used the
+    probe representative_losses did."""
+    if "probe_version" not in assign.column_names or \
+            set(assign.column("probe_version").unique().to_pylist()) != {probe_version}:
+        raise ValueError(f"cluster_assignments: shard {shard!r} was not scored by the probe representative_losses "
+                         "used; re-materialize cluster_assignments for it")
+    return assign.column("expected_loss").to_numpy()

@@ -12,7 +12,7 @@ from ..algorithms.validation import resolve_budget
 from ..graph import STORED_TAG
 from ..plots import grouped_shares, histogram, markdown_table
 from ..sharded_subsets import ShardTotals, draw_sensitivity_subset, sharded_uniform_sample, subset_rows, subset_summary
-from ..stored_inputs import load_losses, load_holdout, registered_shards, version_name
+from ..stored_inputs import load_holdout, load_losses, losses_probe, registered_shards, version_name
 
 
 class SubsetConfig(Config):
@@ -62,7 +62,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     k = losses.num_rows
     provenance = lineage.expected(store, "subsets", None, keys, config, run=context.run.run_id)
     holdout, holdout_rule = (None, "") if config.alpha is not None or config.sampling == "adaptive" \
-        else load_holdout(store, losses_version)
+        else load_holdout(store, losses_probe(losses))
     holdout_ids = set(holdout.column("example_id").to_pylist()) if holdout is not None else set()
     # Pass 1 (a shard at a time): counts, sums, cluster counts, the held-out rows' sensitivities.
     totals = ShardTotals(store, keys, losses_version, k, holdout_ids, log=context.log.info)

@@ -5,7 +5,7 @@
 This is the quantity the sensitivity-sampling guarantee is about (Axiotis et al. 2024): the
 weighted subset mean (1/n) sum_S w_i l_i should be close to (1/n) sum_all l_i. It reads a
 finished pipeline run from the store (run `curate run` or benchmarks/pipeline.py --database
-first), refits the same linear probe on the same seeded pilot as `representative_losses` (and
+first), refits the same linear probe on the same seeded pilot as the `probe` asset (and
 checks it reproduces the stored v_j), scores every example, then draws many seeded subsets per
 budget and reports the median and 90th percentile of the relative error |estimate - truth| / truth:
 
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database", default="data/curation.duckdb", help="store of a finished run (default: curate's)")
     p.add_argument("--seeds", type=int, default=1000, help="subsets drawn per method and budget (default 1000)")
     p.add_argument("--out", default=None, help="also write the tables to DIR/estimate_error.txt")
-    # Must match the representative_losses config of the stored run (these are its defaults).
+    # Must match the probe config of the stored run (these are its defaults).
     p.add_argument("--pilot-seed", type=int, default=0)
     p.add_argument("--pilot-size", type=int, default=None, help="default max(100, ceil(5%% of n)), as the asset")
     p.add_argument("--probe-c", type=float, default=1.0)

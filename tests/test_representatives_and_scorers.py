@@ -147,8 +147,7 @@ def test_constant_scorer_gives_its_value_to_every_row():
 
 
 def test_holdout_losses_are_the_probes_own_losses_on_rows_it_was_not_fit_on():
-    from curation_assets.algorithms.scorers import (HOLDOUT_PER_PILOT, LinearProbeScorer, representative_scorer,
-                                                    seeded_holdout, seeded_pilot)
+    from curation_assets.algorithms.scorers import HOLDOUT_PER_PILOT, LinearProbeScorer, seeded_holdout, seeded_pilot
 
     rng = np.random.default_rng(7)
     n = 600
@@ -164,12 +163,40 @@ def test_holdout_losses_are_the_probes_own_losses_on_rows_it_was_not_fit_on():
     assert not np.array_equal(holdout, seeded_holdout(n, pilot, seed=2))
     assert np.array_equal(seeded_holdout(150, pilot, seed=1), np.setdiff1d(np.arange(150), pilot))  # all that is left
 
-    scorer = representative_scorer("linear_probe", x, labels, pilot=pilot, holdout=holdout, seed=1)
     probe = LinearProbeScorer().fit(x[pilot], labels[pilot])
-    np.testing.assert_allclose(scorer.holdout_losses, probe.losses(x[holdout], labels[holdout]))
-    in_sample = probe.losses(x[pilot], labels[pilot])
-    assert scorer.holdout_losses.mean() > 1.2 * in_sample.mean()  # its own training rows look too good
-    assert scorer.info["holdout_size"] == holdout.size
+    held_out, in_sample = probe.losses(x[holdout], labels[holdout]), probe.losses(x[pilot], labels[pilot])
+    assert held_out.mean() > 1.2 * in_sample.mean()  # its own training rows look too good
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_probe_losses_are_the_probes_own_from_one_product(classes):
+    """What the assignments' pass stores per row equals the fitted probe's own loss at the label and
+    expected loss, for binary and multiclass probes, with unlabelled and unseen labels handled."""
+    import pyarrow as pa
+
+    from curation_assets.algorithms.scorers import LOSS_CAP, expected_losses, probe_losses, softmax_coefficients
+    from curation_assets.stored_inputs import StoredProbe
+
+    rng = np.random.default_rng(classes)
+    n = 300
+    y = rng.integers(0, classes, n)
+    x = (np.eye(5)[y] * 1.5 + rng.normal(size=(n, 5))).astype(np.float32)
+    names = np.array([f"c{i}" for i in range(classes)], dtype=object)
+    labels = names[y]
+    model = LinearProbeScorer().fit(x[:150], labels[:150])
+    classes_, w, b = softmax_coefficients(model.model)
+    stored = StoredProbe([str(c) for c in classes_], w, b, "v1")
+    seen = labels.tolist()
+    seen[3], seen[4] = None, "never-seen"
+    index = stored.label_index(pa.array(seen, pa.string()))
+    assert index[3] == -1 and index[4] == -2
+    expected, at = probe_losses(x, w, b, index)
+    keep = np.setdiff1d(np.arange(n), [3, 4])
+    np.testing.assert_allclose(at[keep], model.losses(x[keep], labels[keep]), rtol=1e-4, atol=1e-6)
+    assert np.isnan(at[3]) and at[4] == LOSS_CAP
+    np.testing.assert_allclose(expected, expected_losses(x, w, b), rtol=1e-5, atol=1e-7)  # float32 products
+    p = model.model.predict_proba(x)
+    np.testing.assert_allclose(expected, -(p * np.log(p)).sum(axis=1), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("classes", [2, 3])

@@ -6,7 +6,7 @@
 For each n, one process writes clustered synthetic embeddings (d = 384, 100 Gaussian clusters,
 labels = cluster mod 10) as Parquet files of 100k rows (a `files` source with a precomputed
 `embedding_column`, so no model runs), and a *fresh* process runs the core graph through
-`run_pipeline` (the admission of every shard before the first run, raw_examples, embeddings, centroids, probe, cluster_assignments, representative_losses,
+`run_pipeline` (the admission of every shard before the first run, raw_examples, embeddings, centroids (and the probe), cluster_assignments, representative_losses,
 sensitivities, subsets at 10%; Dagster `materialize`, DuckDB and Parquet all real). Its peak
 resident memory (VmHWM) is read at the end; a second fresh process then runs the graph again with
 nothing changed (`rerun unchanged s`: footers are read, nothing is recomputed). `--evaluation` adds `subset_evaluation` (the held-out
@@ -41,7 +41,7 @@ PLAIN_STAGES = {
     "read": ("admission", "raw_examples", "embeddings"),
     "k-means fit": ("centroids",),
     "assign all": ("cluster_assignments",),
-    "representatives + probe": ("probe", "representative_losses"),
+    "representatives + probe": ("representative_losses",),
     "sensitivities + subset": ("sensitivities", "sensitivity_subset"),
 }
 D, CLUSTERS, K = 384, 100, 1000

@@ -11,7 +11,7 @@ the data (one atomic rename), so it can never describe data that is not there. A
 current when its stored record equals the one it would get now; the pipeline (and the daily
 schedule) recompute exactly the partitions that are not current, after their upstreams.
 
-Global assets tagged `curation/new-shards: kept` (`centroids`, `probe`, `representative_losses`) stay
+Global assets tagged `curation/new-shards: kept` (`centroids` and `probe`, `representative_losses`) stay
 current while every shard they were fit on is unchanged, so new data is assigned to the existing
 clusters instead of refitting them (drift past the configured threshold forces a refit).
 """

@@ -214,7 +214,8 @@ class StoredProbe:
 
 
 def load_probe(store: CurationStore) -> StoredProbe | None:
-    """The stored probe, or None when there is none (not every example has a label)."""
+    """The probe the centroids step stored, or None when it fit none (not every example has a
+    label, or fewer than two classes)."""
     if not store.exists("probe"):
         return None
     t = store.read("probe")
@@ -224,18 +225,17 @@ def load_probe(store: CurationStore) -> StoredProbe | None:
                        t.column("intercept").to_numpy(), t.column("version")[0].as_py())
 
 
-def label_summary(store: CurationStore, keys: list[str]) -> tuple[np.ndarray, int, set]:
-    """Rows per shard, examples without a label, and up to two distinct labels (whether a probe
-    can be fit), from raw_examples' label column alone."""
+def label_summary(store: CurationStore, keys: list[str]) -> tuple[int, set]:
+    """Examples without a label, and up to two distinct labels (whether a probe can be fit), from
+    raw_examples' label column alone."""
     require_partitions(store, "raw_examples", keys)
-    counts, missing, distinct = [], 0, set()
+    missing, distinct = 0, set()
     for key in keys:
         labels = store.read("raw_examples", [key], columns=["label"]).column("label")
-        counts.append(len(labels))
         missing += labels.null_count
         if len(distinct) < 2:
             distinct.update(x for x in labels.unique().to_pylist() if x is not None)
-    return np.array(counts, dtype=np.int64), missing, distinct
+    return missing, distinct
 
 
 def version_name(run_id: str) -> str:

@@ -43,14 +43,15 @@ def test_the_planner_and_the_ui_see_the_same_graph():
 def test_the_disagreements_once_found_between_the_two_views_are_gone():
     # The planner used to miss that the probe's readers read the embeddings, and to think the
     # evaluation read every baseline: now both come from the asset's own deps.
-    assert graph.node("probe").upstream == {"embeddings": "all", "raw_examples": "all"}
+    assert graph.node("centroids").upstream == {"embeddings": "all", "raw_examples": "all"}
+    assert graph.node("centroids").keys == ("centroids", "probe")  # one gather of the vectors serves both
     assert graph.node("subset_evaluation").upstream == {"embeddings": "all", "raw_examples": "all", "subsets": "global"}
     assert graph.node("cluster_assignments").upstream == {"embeddings": "same", "centroids": "global",
-                                                          "probe": "global", "raw_examples": "same"}
+                                                          "raw_examples": "same"}
 
 
 def test_the_method_is_a_path_through_the_graph():
-    chain = ["raw_examples", "embeddings", "probe", "cluster_assignments", "representative_losses",
+    chain = ["raw_examples", "embeddings", "centroids", "cluster_assignments", "representative_losses",
              "sensitivities", "subsets", "subset_evaluation", "recommended_subset", "subset_export"]
     for parent, child in zip(chain, chain[1:]):
         if parent != "subset_evaluation":
@@ -77,7 +78,7 @@ def test_derived_facts_sit_on_the_assets():
     assert graph.node("baseline_subsets").config_class is None
     assert graph.node("subsets").keys[0] == "sensitivity_subset" and graph.node("subsets").stored == "versioned"
     assert graph.node("subset_export").stored == "files"
-    assert {op for op, n in graph.nodes().items() if n.keeps_fit_on_new_shards} == {"centroids", "probe",
+    assert {op for op, n in graph.nodes().items() if n.keeps_fit_on_new_shards} == {"centroids",
                                                                                       "representative_losses"}
     assert set(graph.config_classes()) == {op for op, n in graph.nodes().items()
                                            if n.asset.op.compute_fn.has_config_arg()}

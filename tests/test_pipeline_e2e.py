@@ -20,7 +20,7 @@ from curation_assets.pipeline import run_pipeline
 from resources import CurationStore
 
 CONFIG = {
-    "probe": {"config": {"pilot_size": 20, "seed": 3}},
+    "centroids": {"config": {"pilot_size": 20}},
     "subsets": {"config": {"budget_fraction": 0.25, "seed": 7}},
 }
 
@@ -42,8 +42,8 @@ def _db(store):
 
 def test_every_stage_succeeds_and_every_asset_is_a_view(pipeline):
     instance, store, _, results = pipeline
-    # one run over both shards for each of the 4 per-shard assets, one for each of the 9 global ones
-    assert len(results) == 4 + 9
+    # one run over both shards for each of the 4 per-shard assets, one for each of the 8 global ones
+    assert len(results) == 4 + 8
     assert all(r.success for r in results)
     per_shard = [r for r in results if r.dagster_run.tags.get("dagster/asset_partition_range_start")]
     assert len(per_shard) == 4 and all(r.dagster_run.tags["dagster/asset_partition_range_end"] == "bbc-1"

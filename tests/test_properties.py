@@ -267,10 +267,10 @@ PARAMS = {  # op -> {parameter: values, mostly bad}
                 "budget_fraction": st.one_of(nasty_numbers, st.floats(-1, 2))},
     "centroids": {"n_clusters": st.one_of(nasty_numbers, st.integers(-2, 70)),
                   "n_iter": st.one_of(nasty_numbers, st.integers(-2, 3)),
-                  "training_sample_size": st.one_of(nasty_numbers, st.integers(-2, 70))},
+                  "training_sample_size": st.one_of(nasty_numbers, st.integers(-2, 70)),
+                  "pilot_size": st.one_of(nasty_numbers, st.integers(-2, 70))},
     "sensitivities": {"lambda_": st.one_of(nasty_numbers, st.floats(-2, 5)),
                       "z": st.one_of(nasty_numbers, st.floats(-2, 5))},
-    "probe": {"pilot_size": st.one_of(nasty_numbers, st.integers(-2, 70))},
     "representative_losses": {"representatives_per_cluster": st.one_of(nasty_numbers, st.integers(-2, 40))},
 }
 

@@ -15,7 +15,7 @@ from curation_assets.training import load_subset, loss_weights, weighted_sampler
 from resources import CurationStore
 
 CONFIG = {
-    "probe": {"config": {"pilot_size": 20, "seed": 3}},
+    "centroids": {"config": {"pilot_size": 20}},
     "subsets": {"config": {"budget_fraction": 0.25, "seed": 7}},
 }
 

@@ -36,7 +36,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {
-    "probe": {"config": {"pilot_size": 20, "seed": 3}},
+    "centroids": {"config": {"pilot_size": 20}},
     "subsets": {"config": {"budget_fraction": 0.25, "seed": 7}},
 }
 WAIT_S = 60

@@ -196,7 +196,7 @@ def seeded_pilot(n: int, size: int | None, seed: int) -> np.ndarray:
     """Sorted row numbers of a uniform pilot of `size` rows (default `default_pilot_size(n)`)."""
     size = default_pilot_size(n) if size is None else size
     if not 2 <= size <= n:
-        raise ValueError(f"probe.pilot_size: must be in [2, {n}], got {size}")
+        raise ValueError(f"centroids.pilot_size: must be in [2, {n}], got {size}")
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 

@@ -7,7 +7,6 @@ from .baseline_subsets import baseline_subsets
 from .centroids import centroids
 from .cluster_assignments import cluster_assignments
 from .embeddings import embeddings
-from .probe import probe
 from .hierarchical import balanced_subset, hierarchical_centroids
 from .raw_examples import raw_examples
 from .recommended_subset import recommended_subset
@@ -21,7 +20,6 @@ all_assets = [
     raw_examples,
     embeddings,
     centroids,
-    probe,
     cluster_assignments,
     representative_losses,
     sensitivities,

@@ -119,7 +119,6 @@ def _run(args) -> int:
     )
     config = {
         "centroids": {"config": {"n_clusters": args.n_clusters, "seed": args.seed}},
-        "probe": {"config": {"seed": args.seed}},
         "sensitivities": {"config": {"lambda_": args.lambda_, "z": args.z}},
         "subsets": {"config": {"budget": args.budget, "budget_fraction": args.budget_fraction,
                                "seed": args.seed, "sampling": args.sampling, "alpha": args.alpha}},

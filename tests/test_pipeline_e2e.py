@@ -135,6 +135,20 @@ def test_tables_hold_the_expected_rows(pipeline):
         assert off < 1e-9
         held = con.execute("SELECT count(*), min(loss) FROM holdout_losses JOIN raw_examples USING (example_id)").fetchone()
         assert held[0] == 20 and held[1] > 0  # the 40 - 20 rows outside the configured pilot_size
+        # the probe's losses stored with the assignments are the stored probe's, recomputed here from
+        # its coefficients and the embeddings, and v_j is that loss at each representative
+        probe = con.execute("SELECT class, coefficients, intercept FROM probe ORDER BY class").fetchall()
+        rows = con.execute("SELECT a.label_loss, a.expected_loss, r.label, e.embedding FROM cluster_assignments a "
+                           "JOIN raw_examples r USING (example_id) JOIN embeddings e USING (example_id)").fetchall()
+        w, b = np.array([c for _, c, _ in probe]), np.array([i for _, _, i in probe])
+        t = np.array([e for *_, e in rows]) @ w.T + b
+        log_p = t - t.max(axis=1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        at = [[c for c, _, _ in probe].index(label) for _, _, label, _ in rows]
+        np.testing.assert_allclose([r[0] for r in rows], -log_p[np.arange(len(rows)), at], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose([r[1] for r in rows], -(np.exp(log_p) * log_p).sum(axis=1), rtol=1e-4, atol=1e-6)
+        assert con.execute("SELECT count(*), max(abs(r.loss - a.label_loss)) FROM representative_losses r "
+                           "JOIN cluster_assignments a ON a.example_id = r.representative_id").fetchone()[1] < 1e-12
         u = con.execute("SELECT count(*), count(DISTINCT example_id), min(weight), max(weight) FROM uniform_subset").fetchone()
         assert u[0] == u[1] == 10 and u[2] == u[3] == pytest.approx(40 / 10)
         orphans = con.execute("SELECT count(*) FROM sensitivity_subset LEFT JOIN raw_examples r USING (example_id) "

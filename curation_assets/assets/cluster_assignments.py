@@ -63,7 +63,7 @@ def scored(batches: Iterable[np.ndarray], probe: StoredProbe, label_index: np.nd
     for x in batches:
         if x.shape[0] and x.shape[1] != probe.w.shape[1]:
             raise ValueError(f"{where}: dimension {x.shape[1]} does not match the probe's {probe.w.shape[1]}; "
-                             "re-materialize probe")
+                             "re-materialize centroids (its step fits the probe)")
         stop = start + x.shape[0]
         expected[start:stop], at_label[start:stop] = probe_losses(x, probe.w, probe.b, label_index[start:stop])
         start = stop

@@ -64,7 +64,7 @@ def representative_losses(context: AssetExecutionContext, config: Representative
                          "use scorer 'constant' or label every example")
     if scorer_name == "linear_probe" and probe is None:
         raise ValueError("representative_losses.scorer='linear_probe': no probe is stored (it needs two classes); "
-                         "materialize probe, or use scorer 'constant'")
+                         "materialize centroids (its step fits the probe), or use scorer 'constant'")
     rows = RowsByNumber(store, keys, counts, members[members >= 0], with_text=scorer_name == "function",
                         with_vectors=scorer_name == "function")
     labels = np.asarray(rows.labels, dtype=object)

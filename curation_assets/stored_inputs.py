@@ -174,23 +174,16 @@ def load_hierarchy(store: CurationStore) -> tuple[list[np.ndarray], list[np.ndar
     return centroids, parents[:-1], t.column("version")[0].as_py()
 
 
-def _side_table(store: CurationStore, name: str, version: str | None) -> tuple[pa.Table | None, str]:
-    """A table the probe writes beside its own ('holdout_losses'), if the stored one is from
-    `version`: (table, "current"), else (None, "none" | "older")."""
-    if version is None or not store.exists(name):
-        return None, "none"
-    table = store.read(name)
-    if set(table.column("version").unique().to_pylist()) != {version}:
-        return None, "older"
-    return table, "current"
-
-
 def load_holdout(store: CurationStore, probe_version: str | None) -> tuple[pa.Table | None, str]:
     """The probe's losses on held-out rows (the probe of `probe_version`: the one representative_losses
     used, None when it used none), and the alpha rule they give."""
-    holdout, state = _side_table(store, "holdout_losses", probe_version)
-    if holdout is not None and holdout.num_rows == 0:  # the pilot took every row
-        holdout, state = None, "none"
+    holdout, state = None, "none"
+    if probe_version is not None and store.exists("holdout_losses"):
+        holdout, state = store.read("holdout_losses"), "current"
+        if holdout.num_rows == 0:  # the pilot took every row
+            holdout, state = None, "none"
+        elif set(holdout.column("version").unique().to_pylist()) != {probe_version}:
+            holdout, state = None, "older"
     return holdout, {"none": "default (no labelled holdout)",
                      "older": "default (holdout from an older probe)",
                      "current": "auto (labelled holdout)"}[state]

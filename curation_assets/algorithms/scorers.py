@@ -87,6 +87,15 @@ def softmax_coefficients(model: LogisticRegression) -> tuple[np.ndarray, np.ndar
     return np.asarray(model.classes_), w, b
 
 
+def _log_softmax_entropy(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log softmax of the logits t, row by row, and its entropy), in float64, shifted by each
+    row's maximum so exp never overflows."""
+    t = np.asarray(t, dtype=np.float64)
+    t = t - t.max(axis=1, keepdims=True)
+    log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
+    return log_p, np.maximum(-(np.exp(log_p) * log_p).sum(axis=1), 0.0)
+
+
 def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
     """E[-log p(y | x)] under the probe's own p: the entropy of softmax(W x + b) at each row.
 
@@ -97,11 +106,8 @@ def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.
     wx = np.asarray(w, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
     out = np.empty(x.shape[0], dtype=np.float64)
     for start in range(0, x.shape[0], chunk):  # the product in the vectors' precision, the rest in float64
-        t = (x[start:start + chunk] @ wx.T).astype(np.float64) + b
-        t -= t.max(axis=1, keepdims=True)
-        log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
-        out[start:start + chunk] = -(np.exp(log_p) * log_p).sum(axis=1)
-    return np.maximum(out, 0.0)
+        out[start:start + chunk] = _log_softmax_entropy((x[start:start + chunk] @ wx.T).astype(np.float64) + b)[1]
+    return out
 
 
 def inner_products(x, w: np.ndarray) -> np.ndarray:
@@ -130,10 +136,8 @@ def probe_losses(x, w: np.ndarray, b: np.ndarray, label_index: np.ndarray) -> tu
     probe never saw, LOSS_CAP as LinearProbeScorer.losses gives it). The expected loss is
     `expected_losses`'; the loss at the label is LinearProbeScorer.losses', so the pass that
     assigns every row can score every row, and the representatives need no vectors read again."""
-    t = inner_products(x, w).astype(np.float64) + b  # the product in float32, the rest in float64
-    t -= t.max(axis=1, keepdims=True)
-    log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
-    expected = np.maximum(-(np.exp(log_p) * log_p).sum(axis=1), 0.0)
+    # the product in float32, the rest in float64
+    log_p, expected = _log_softmax_entropy(inner_products(x, w).astype(np.float64) + b)
     label_index = np.asarray(label_index, dtype=np.int64)
     at = np.full(x.shape[0], np.nan)
     seen = label_index >= 0

@@ -33,32 +33,35 @@ BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "unif
 
 
 class ShardTotals:
-    """One pass over the sensitivities, a shard at a time: per-shard counts and sums, cluster
-    counts, and the sensitivities of the labelled holdout (all that sampling needs globally)."""
+    """One pass over the sensitivities, a shard at a time, keeping what every sampler needs: per
+    shard its sensitivities, cluster ids and (where the probe scored it) expected losses, their
+    counts and sums, and where each labelled holdout example is. Two floats and one id per example
+    (not the embeddings): the samplers draw from these and read only the picked rows again."""
 
     def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, holdout_ids: set,
                  log=lambda _: None):
-        self.keys, self.counts, self.sums = keys, [], []
-        self.cluster_counts = np.zeros(k, dtype=np.int64)
-        self.holdout_s: dict[str, float] = {}
-        stale, params = [], {"lambda_": set(), "z": set()}
+        self.keys, self.sensitivity, self.cluster_id, self.expected_loss = keys, [], [], []
+        self.holdout_row: dict[str, int] = {}  # a held-out example's row number over all shards
+        stale, params, start = [], {"lambda_": set(), "z": set()}, 0
+        wanted = pa.array(sorted(holdout_ids), pa.string())
         progress = Progress(len(keys), "subsets: summing sensitivities", log, unit="shards")
         for key in keys:
-            t = store.read("sensitivities", [key],
-                           columns=["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"])
+            columns = ["example_id", "cluster_id", "sensitivity", "lambda_", "z", "losses_version"]
+            columns += ["expected_loss"] if "expected_loss" in store.schema("sensitivities", key).names else []
+            t = store.read("sensitivities", [key], columns=columns)  # older stores: no expected_loss
             if set(t.column("losses_version").unique().to_pylist()) != {losses_version}:
                 stale.append(key)
             for col in params:
                 params[col].update(t.column(col).unique().to_pylist())
-            s = t.column("sensitivity").to_numpy()
-            self.counts.append(s.size)
-            self.sums.append(float(s.sum()))
-            self.cluster_counts += np.bincount(t.column("cluster_id").to_numpy(), minlength=k)
+            self.sensitivity.append(t.column("sensitivity").to_numpy())
+            self.cluster_id.append(t.column("cluster_id").to_numpy())
+            e = t.column("expected_loss") if "expected_loss" in t.column_names else None
+            self.expected_loss.append(e.to_numpy() if e is not None and e.null_count == 0 else None)
             if holdout_ids:
                 ids = t.column("example_id")
-                hit = np.flatnonzero(pc.is_in(ids, value_set=pa.array(sorted(holdout_ids), pa.string())).to_numpy(
-                    zero_copy_only=False))
-                self.holdout_s.update(zip(ids.take(pa.array(hit)).to_pylist(), s[hit].tolist()))
+                hit = np.flatnonzero(pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False))
+                self.holdout_row.update(zip(ids.take(pa.array(hit)).to_pylist(), (hit + start).tolist()))
+            start += t.num_rows
             progress.update(1)
         if stale:
             raise ValueError(f"sensitivities: shard(s) {stale[:10]} were computed from an older "
@@ -70,10 +73,20 @@ class ShardTotals:
                     "re-materialize every shard of sensitivities with one configuration"
                 )
         self.lam, self.z = params["lambda_"].pop(), params["z"].pop()
-        self.counts = np.array(self.counts, dtype=np.int64)
-        self.sums = np.array(self.sums)
+        self.counts = np.array([s.size for s in self.sensitivity], dtype=np.int64)
+        self.sums = np.array([float(s.sum()) for s in self.sensitivity])
+        self.cluster_counts = np.bincount(np.concatenate(self.cluster_id), minlength=k) if keys else np.zeros(k, int)
         self.n, self.total = int(self.counts.sum()), float(self.sums.sum())
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def holdout_rows(self, holdout: pa.Table) -> np.ndarray:
+        """The row number of each holdout example, in the holdout's order; raises if one is missing."""
+        ids = holdout.column("example_id").to_pylist()
+        missing = [i for i in ids if i not in self.holdout_row]
+        if missing:
+            raise ValueError(f"holdout_losses: example(s) {missing[:5]} are not in sensitivities; "
+                             "re-materialize representative_losses")
+        return np.array([self.holdout_row[i] for i in ids], dtype=np.int64)
 
 
 def choose_alpha(configured: float | None, holdout: pa.Table | None, holdout_rule: str, totals: ShardTotals) -> tuple[float, str]:
@@ -82,12 +95,7 @@ def choose_alpha(configured: float | None, holdout: pa.Table | None, holdout_rul
         return float(configured), "configured"
     if holdout is None:
         return DEFAULT_ALPHA, holdout_rule
-    ids = holdout.column("example_id").to_pylist()
-    missing = [i for i in ids if i not in totals.holdout_s]
-    if missing:
-        raise ValueError(f"holdout_losses: example(s) {missing[:5]} are not in sensitivities; "
-                         "re-materialize representative_losses")
-    sp = np.array([totals.holdout_s[i] for i in ids])
+    sp = np.concatenate(totals.sensitivity)[totals.holdout_rows(holdout)]
     return choose_alpha_from_totals(holdout.column("loss").to_numpy(), sp, totals.n, totals.total), holdout_rule
 
 
@@ -125,8 +133,7 @@ def sharded_sensitivity_sample(store, totals: ShardTotals, m: int, alpha: float,
     for i, key in enumerate(totals.keys):
         if draws[i] == 0:
             continue
-        s = store.read("sensitivities", [key], columns=["sensitivity"]).column("sensitivity").to_numpy()
-        p = alpha / totals.n + (1.0 - alpha) * s / totals.total
+        p = alpha / totals.n + (1.0 - alpha) * totals.sensitivity[i] / totals.total
         smp = draws_within_shard(p, int(draws[i]), m, seed, i)
         parts.append((i, smp, _picked_rows(store, key, smp)))
     return Picked(parts, totals.offsets)
@@ -146,9 +153,8 @@ def sharded_uniform_sample(store, totals: ShardTotals, m: int, seed: int) -> Pic
 def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, method: str) -> Picked:
     """Poisson sampling needs one scale c over all rows: holds one float per example (not the
     embeddings), then fetches the picked rows shard by shard."""
-    s = np.concatenate([store.read("sensitivities", [k], columns=["sensitivity"]).column("sensitivity").to_numpy()
-                        for k in totals.keys])
-    sample = sample_by_sensitivity(defensive_probabilities(s, alpha), m, seed, method)
+    sample = sample_by_sensitivity(defensive_probabilities(np.concatenate(totals.sensitivity), alpha), m, seed,
+                                   method)
     return _split_global(store, totals, sample)
 
 
@@ -159,22 +165,10 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
     sensitivity (the clusters', or the probe's expected loss where one was stored) and alpha:
     configured (the clusters'), else chosen on the labelled holdout, else alpha = 1
     (proportional: never worse than uniform). Returns (rows, alpha, rule, source)."""
-    s, e, c, holdout_rows = [], [], [], []
-    wanted = holdout.column("example_id").combine_chunks() if holdout is not None else None
-    for i, key in enumerate(totals.keys):
-        columns = ["example_id", "sensitivity", "cluster_id"]
-        columns += ["expected_loss"] if "expected_loss" in store.schema("sensitivities", key).names else []
-        t = store.read("sensitivities", [key], columns=columns)  # older stores: no expected_loss, None below
-        s.append(t.column("sensitivity").to_numpy())
-        c.append(t.column("cluster_id").to_numpy())
-        if "expected_loss" in t.column_names and t.column("expected_loss").null_count == 0:
-            e.append(t.column("expected_loss").to_numpy())
-        if wanted is not None:  # where each held-out example is, in the global row order
-            at = pc.index_in(wanted, value_set=t.column("example_id").combine_chunks()).to_numpy(zero_copy_only=False)
-            found = ~np.isnan(at.astype(np.float64))
-            holdout_rows.append(np.stack([np.flatnonzero(found), at[found].astype(np.int64) + totals.offsets[i]], 1))
-    candidates = {CLUSTERS: np.concatenate(s), PROBE: np.concatenate(e) if len(e) == len(totals.keys) else None}
-    c = np.concatenate(c).astype(np.int64)
+    e = totals.expected_loss
+    candidates = {CLUSTERS: np.concatenate(totals.sensitivity),
+                  PROBE: np.concatenate(e) if all(x is not None for x in e) else None}
+    c = np.concatenate(totals.cluster_id).astype(np.int64)
     centroids, _ = load_centroids(store)
     source = None
     if configured is not None:
@@ -182,14 +176,9 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
     elif holdout is None:
         alpha, rule = 1.0, "proportional (no labelled holdout)"
     else:
-        hits = np.concatenate(holdout_rows) if holdout_rows else np.zeros((0, 2), dtype=np.int64)
-        if hits.shape[0] != holdout.num_rows:
-            raise ValueError("holdout_losses: examples are missing from sensitivities; "
-                             "re-materialize representative_losses")
-        order = np.argsort(hits[:, 0])
         strata = strata_of(c, m, seed, centroids)
-        source, alpha = choose_stratified_design(hits[order, 1], holdout.column("loss").to_numpy(), candidates,
-                                                 strata, m, seed)
+        source, alpha = choose_stratified_design(totals.holdout_rows(holdout), holdout.column("loss").to_numpy(),
+                                                 candidates, strata, m, seed)
         rule = holdout_rule
     source = source or CLUSTERS
     sample = stratified_sensitivity_sample(candidates[source], c, m, seed, alpha=alpha, centroids=centroids)

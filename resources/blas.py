@@ -20,6 +20,7 @@ dict that fits into Dagster metadata.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -175,3 +176,26 @@ def blas_report() -> dict:
         _corename = (name, where)
     out.update(faiss_openblas_corename=_corename[0], faiss_openblas_library=_corename[1], faiss_openblas_note="")
     return out
+
+
+@contextlib.contextmanager
+def other_blas_serial():
+    """Every BLAS thread pool but faiss's runs on one thread inside the block.
+
+    Why: a pass that calls faiss (OpenMP threads on every core) and, between its calls, a small
+    numpy product lets two thread pools take turns at the cores; each numpy call then waits for
+    faiss's spinning threads and faiss's for numpy's. On 2 cores a (8192 x 384) @ (384 x 10)
+    probe product after each assignment batch cost ~1.7 s per million rows that way, and ~0.5 s
+    serial (benchmarks/scale.py). Products that small gain nothing from more threads."""
+    from threadpoolctl import ThreadpoolController
+
+    faiss_lib = _faiss_openblas_path()
+    faiss_lib = os.path.realpath(faiss_lib) if faiss_lib else None
+    controller = ThreadpoolController()
+    others = [lib.filepath for lib in controller.lib_controllers
+              if lib.user_api == "blas" and os.path.realpath(lib.filepath) != faiss_lib]
+    if not others:
+        yield
+        return
+    with controller.select(filepath=others).limit(limits=1):
+        yield

@@ -23,6 +23,8 @@ from typing import Literal
 
 from dagster import ConfigurableResource
 
+from .blas import other_blas_serial
+
 # Device nodes a CUDA (NVIDIA), ROCm (AMD, which torch also calls "cuda") or WSL GPU driver creates.
 GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
@@ -60,6 +62,11 @@ class ComputeDevice(ConfigurableResource):
                 "(faiss-cpu is installed; install a faiss GPU build)"
             )
         return self.device != "cpu" and has_gpu
+
+    def faiss_owns_cores(self):
+        """A context in which every BLAS pool but faiss's runs serially: for a pass that calls
+        faiss and small numpy products in turn (resources/blas.py, other_blas_serial)."""
+        return other_blas_serial()
 
     def kmeans_backend(self) -> tuple[str, str]:
         """(backend, device) for algorithms.kmeans: faiss's GPU build when it sees a GPU, else torch on

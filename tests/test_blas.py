@@ -168,3 +168,22 @@ def test_tuned_and_untuned_kmeans_agree(tmp_path, other):
     assert abs(cost_t - cost_o) <= 1e-4 * cost_o, (cost_t, cost_o, cores)
     if other == "prescott":
         assert cores["prescott"] == "Prescott"
+
+
+def test_other_blas_pools_run_serially_beside_faiss_and_are_restored():
+    from threadpoolctl import threadpool_info
+
+    from resources import ComputeDevice
+    from resources.blas import _faiss_openblas_path
+
+    faiss_lib = os.path.realpath(_faiss_openblas_path())
+    np.ones((64, 64)) @ np.ones((64, 64))  # numpy's BLAS is loaded
+    blas = lambda: {os.path.realpath(i["filepath"]): i["num_threads"]  # noqa: E731
+                    for i in threadpool_info() if i["user_api"] == "blas"}
+    before = blas()
+    assert faiss_lib in before and len(before) >= 2, before
+    with ComputeDevice().faiss_owns_cores():
+        inside = blas()
+    assert inside[faiss_lib] == before[faiss_lib]  # faiss keeps every core it had
+    assert all(n == 1 for lib, n in inside.items() if lib != faiss_lib), inside
+    assert blas() == before

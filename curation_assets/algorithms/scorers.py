@@ -12,7 +12,6 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
@@ -87,11 +86,12 @@ def softmax_coefficients(model: LogisticRegression) -> tuple[np.ndarray, np.ndar
     return np.asarray(model.classes_), w, b
 
 
-def _log_softmax_entropy(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log softmax of the logits t, row by row, and its entropy), in float64, shifted by each
-    row's maximum so exp never overflows."""
-    t = np.asarray(t, dtype=np.float64)
-    t = t - t.max(axis=1, keepdims=True)
+def _log_softmax_entropy(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log softmax of the logits W x + b, row by row, and its entropy): the product in the
+    vectors' precision, the rest in float64, shifted by each row's maximum so exp never overflows."""
+    wx = np.asarray(w, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
+    t = (x @ wx.T).astype(np.float64) + b
+    t -= t.max(axis=1, keepdims=True)
     log_p = t - np.log(np.exp(t).sum(axis=1, keepdims=True))
     return log_p, np.maximum(-(np.exp(log_p) * log_p).sum(axis=1), 0.0)
 
@@ -103,27 +103,11 @@ def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.
     the label, known without the label, so it can steer sampling toward the rows of a cluster
     whose loss is high (stratified_sampling.py), which one representative per cluster cannot."""
     x = np.asarray(x)
-    wx = np.asarray(w, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
     out = np.empty(x.shape[0], dtype=np.float64)
-    for start in range(0, x.shape[0], chunk):  # the product in the vectors' precision, the rest in float64
-        out[start:start + chunk] = _log_softmax_entropy((x[start:start + chunk] @ wx.T).astype(np.float64) + b)[1]
+    for start in range(0, x.shape[0], chunk):
+        out[start:start + chunk] = _log_softmax_entropy(x[start:start + chunk], w, b)[1]
     return out
 
-
-def inner_products(x, w: np.ndarray) -> np.ndarray:
-    """x @ w.T in float32, computed by faiss (an exhaustive inner-product search over w's rows).
-
-    Why not numpy: between faiss's assignment calls, numpy's OpenBLAS thread pool and faiss's
-    OpenMP threads fight over the cores; on 2 cores a (8192 x 384) @ (384 x 10) product after each
-    assignment batch cost 6 s per million rows, faiss's own product about nothing."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    if x.shape[0] == 0:
-        return np.zeros((0, w.shape[0]), dtype=np.float32)
-    scores, order = faiss.knn(x, w, w.shape[0], metric=faiss.METRIC_INNER_PRODUCT)  # every row of w, best first
-    out = np.empty_like(scores)
-    np.put_along_axis(out, order, scores, axis=1)
-    return out
 
 
 LOSS_CAP = -np.log(1e-12)  # the loss at a label the probe gives probability 0 (one it never saw)
@@ -135,9 +119,9 @@ def probe_losses(x, w: np.ndarray, b: np.ndarray, label_index: np.ndarray) -> tu
     label_index: the column of each row's label in W (-1: no label, NaN out; -2: a label the
     probe never saw, LOSS_CAP as LinearProbeScorer.losses gives it). The expected loss is
     `expected_losses`'; the loss at the label is LinearProbeScorer.losses', so the pass that
-    assigns every row can score every row, and the representatives need no vectors read again."""
-    # the product in float32, the rest in float64
-    log_p, expected = _log_softmax_entropy(inner_products(x, w).astype(np.float64) + b)
+    assigns every row can score every row, and the representatives need no vectors read again.
+    Between faiss calls, run it with the other BLAS pools serial (ComputeDevice.faiss_owns_cores)."""
+    log_p, expected = _log_softmax_entropy(np.asarray(x), w, b)
     label_index = np.asarray(label_index, dtype=np.int64)
     at = np.full(x.shape[0], np.nan)
     seen = label_index >= 0

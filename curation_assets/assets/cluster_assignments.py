@@ -96,9 +96,10 @@ def cluster_assignments(context: AssetExecutionContext, store: CurationStore,
                              "re-materialize embeddings for it")
         return provenance, ids, probe.label_index(raw.column("label"))
 
-    for shard, (provenance, ids, label_index) in prefetched(context.partition_keys, read):  # one shard or a range
-        meta = _assign_shard(context, store, compute, shard, ids, provenance, *fit, probe, label_index)
-        context.add_asset_metadata(meta, partition_key=shard)
+    with compute.faiss_owns_cores():  # the probe's small products stay off faiss's threads
+        for shard, (provenance, ids, label_index) in prefetched(context.partition_keys, read):  # one shard or a range
+            meta = _assign_shard(context, store, compute, shard, ids, provenance, *fit, probe, label_index)
+            context.add_asset_metadata(meta, partition_key=shard)
     return MaterializeResult()
 
 

@@ -1,5 +1,5 @@
-"""A subset drawn shard by shard: one pass sums the sensitivities, the draw is split back into
-shards, and only the picked rows are read; plus the rows and summary every stored subset shares."""
+"""A subset drawn from one pass over the sensitivities, a shard at a time (ShardTotals keeps what
+the samplers need, never the embeddings); plus the rows and summary every stored subset shares."""
 
 import numpy as np
 import pyarrow as pa
@@ -35,12 +35,12 @@ BASELINE_ASSETS = {name: f"{name}_subset" for name in BASELINES if name != "unif
 class ShardTotals:
     """One pass over the sensitivities, a shard at a time, keeping what every sampler needs: per
     shard its sensitivities, cluster ids and (where the probe scored it) expected losses, their
-    counts and sums, and where each labelled holdout example is. Two floats and one id per example
-    (not the embeddings): the samplers draw from these and read only the picked rows again."""
+    counts and sums, ids, and where each labelled holdout example is. Two floats and two ids per
+    example (not the embeddings): the samplers draw from these and read nothing again."""
 
     def __init__(self, store: CurationStore, keys: list[str], losses_version: str, k: int, holdout_ids: set,
                  log=lambda _: None):
-        self.keys, self.sensitivity, self.cluster_id, self.expected_loss = keys, [], [], []
+        self.keys, self.example_id, self.sensitivity, self.cluster_id, self.expected_loss = keys, [], [], [], []
         self.holdout_row: dict[str, int] = {}  # a held-out example's row number over all shards
         stale, params, start = [], {"lambda_": set(), "z": set()}, 0
         wanted = pa.array(sorted(holdout_ids), pa.string())
@@ -53,12 +53,13 @@ class ShardTotals:
                 stale.append(key)
             for col in params:
                 params[col].update(t.column(col).unique().to_pylist())
+            self.example_id.append(t.column("example_id").combine_chunks())
             self.sensitivity.append(t.column("sensitivity").to_numpy())
             self.cluster_id.append(t.column("cluster_id").to_numpy())
             e = t.column("expected_loss") if "expected_loss" in t.column_names else None
             self.expected_loss.append(e.to_numpy() if e is not None and e.null_count == 0 else None)
             if holdout_ids:
-                ids = t.column("example_id")
+                ids = self.example_id[-1]
                 hit = np.flatnonzero(pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False))
                 self.holdout_row.update(zip(ids.take(pa.array(hit)).to_pylist(), (hit + start).tolist()))
             start += t.num_rows
@@ -121,41 +122,42 @@ def picked_from_arrays(sample: WeightedSample, ids: pa.Array, cluster_ids: np.nd
     return picked
 
 
-def _picked_rows(store: CurationStore, key: str, smp: WeightedSample) -> pa.Table:
-    return store.read_rows("sensitivities", key, smp.indices, columns=["example_id", "cluster_id"])
+def _picked_rows(totals: ShardTotals, i: int, smp: WeightedSample) -> pa.Table:
+    return pa.table({"example_id": totals.example_id[i].take(pa.array(smp.indices)),
+                     "cluster_id": totals.cluster_id[i][smp.indices]})
 
 
-def sharded_sensitivity_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int) -> Picked:
+def sharded_sensitivity_sample(totals: ShardTotals, m: int, alpha: float, seed: int) -> Picked:
     """m i.i.d. draws from p = alpha/n + (1 - alpha) s/sum(s), a shard at a time."""
     masses = alpha * totals.counts / totals.n + (1.0 - alpha) * totals.sums / totals.total
     draws = allocate_draws(masses, m, seed)
     parts = []
-    for i, key in enumerate(totals.keys):
+    for i in range(len(totals.keys)):
         if draws[i] == 0:
             continue
         p = alpha / totals.n + (1.0 - alpha) * totals.sensitivity[i] / totals.total
         smp = draws_within_shard(p, int(draws[i]), m, seed, i)
-        parts.append((i, smp, _picked_rows(store, key, smp)))
+        parts.append((i, smp, _picked_rows(totals, i, smp)))
     return Picked(parts, totals.offsets)
 
 
-def sharded_uniform_sample(store, totals: ShardTotals, m: int, seed: int) -> Picked:
+def sharded_uniform_sample(totals: ShardTotals, m: int, seed: int) -> Picked:
     """A simple random sample of m of all n rows, a shard at a time."""
     rows = allocate_uniform(totals.counts, m, seed)
     parts = []
-    for i, key in enumerate(totals.keys):
+    for i in range(len(totals.keys)):
         smp = uniform_within_shard(int(totals.counts[i]), int(rows[i]), totals.n, m, seed, i)
         if smp.indices.size:
-            parts.append((i, smp, _picked_rows(store, key, smp)))
+            parts.append((i, smp, _picked_rows(totals, i, smp)))
     return Picked(parts, totals.offsets)
 
 
-def global_sample(store, totals: ShardTotals, m: int, alpha: float, seed: int, method: str) -> Picked:
-    """Poisson sampling needs one scale c over all rows: holds one float per example (not the
-    embeddings), then fetches the picked rows shard by shard."""
+def global_sample(totals: ShardTotals, m: int, alpha: float, seed: int, method: str) -> Picked:
+    """Poisson sampling needs one scale c over all rows: drawn over every row's sensitivity, then
+    split back into shards."""
     sample = sample_by_sensitivity(defensive_probabilities(np.concatenate(totals.sensitivity), alpha), m, seed,
                                    method)
-    return _split_global(store, totals, sample)
+    return _split_global(totals, sample)
 
 
 def stratified_sample(store, totals: ShardTotals, m: int, configured: float | None, holdout: pa.Table | None,
@@ -182,18 +184,18 @@ def stratified_sample(store, totals: ShardTotals, m: int, configured: float | No
         rule = holdout_rule
     source = source or CLUSTERS
     sample = stratified_sensitivity_sample(candidates[source], c, m, seed, alpha=alpha, centroids=centroids)
-    return _split_global(store, totals, sample), alpha, rule, source
+    return _split_global(totals, sample), alpha, rule, source
 
 
-def _split_global(store, totals: ShardTotals, sample: WeightedSample) -> Picked:
+def _split_global(totals: ShardTotals, sample: WeightedSample) -> Picked:
     parts = []
-    for i, key in enumerate(totals.keys):
+    for i in range(len(totals.keys)):
         lo, hi = totals.offsets[i], totals.offsets[i] + totals.counts[i]
         sel = (sample.indices >= lo) & (sample.indices < hi)
         if sel.any():
             smp = WeightedSample(sample.indices[sel] - lo, sample.weights[sel], sample.probabilities[sel],
                                  sample.draws[sel])
-            parts.append((i, smp, _picked_rows(store, key, smp)))
+            parts.append((i, smp, _picked_rows(totals, i, smp)))
     return Picked(parts, totals.offsets)
 
 
@@ -233,10 +235,10 @@ def draw_sensitivity_subset(store, totals: ShardTotals, m: int, sampling: str, c
     defensive_probabilities(np.ones(1), alpha)  # validates alpha before any draw or write
     if alpha == 1.0 and sampling == "with_replacement":
         # Uniform after all: draw without replacement, which beats i.i.d. draws by sqrt((n-1)/(n-m)).
-        return sharded_uniform_sample(store, totals, m, seed), alpha, rule, {}
+        return sharded_uniform_sample(totals, m, seed), alpha, rule, {}
     if sampling == "with_replacement":
-        return sharded_sensitivity_sample(store, totals, m, alpha, seed), alpha, rule, {}
-    return global_sample(store, totals, m, alpha, seed, sampling), alpha, rule, {}
+        return sharded_sensitivity_sample(totals, m, alpha, seed), alpha, rule, {}
+    return global_sample(totals, m, alpha, seed, sampling), alpha, rule, {}
 
 
 def subset_rows(picked: Picked, m: int, seed: int, method: str, run: str) -> pa.Table:

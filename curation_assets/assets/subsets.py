@@ -70,7 +70,7 @@ def subsets(context: AssetExecutionContext, config: SubsetConfig, store: Curatio
     m = resolve_budget(n, config.budget, config.budget_fraction)
     sens_picked, alpha, alpha_rule, sampler_meta = draw_sensitivity_subset(
         store, totals, m, config.sampling, config.alpha, holdout, holdout_rule, config.seed, config.rounds)
-    unif_picked = sharded_uniform_sample(store, totals, m, config.seed)
+    unif_picked = sharded_uniform_sample(totals, m, config.seed)
 
     version = version_name(context.run.run_id)
     run = context.run.run_id

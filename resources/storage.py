@@ -97,12 +97,14 @@ def _parquet_options(compression: str, schema: pa.Schema) -> dict:
     # Float vectors barely compress: stored plain (no codec, dictionary pages or min/max
     # statistics) they write ~2x and read ~2.5x faster, whatever codec the other columns get; and
     # version-2 data pages (which DuckDB and pyarrow read) decode a list column ~2x faster again.
-    # Scalar floats (distances, losses, sensitivities) rarely repeat: a dictionary page is built
-    # until it overflows, then dropped; without it a shard of assignments writes ~2x faster and
-    # ~20% smaller. Ids, versions and cluster ids repeat or share prefixes: they keep theirs.
+    # Dictionary pages only where values repeat (versions, cluster ids, labels): scalar floats
+    # (distances, losses, sensitivities) and example ids (unique in a shard, shard_admission.py)
+    # fill a dictionary until it overflows, then drop it; without one a shard of assignments
+    # writes ~2x faster and ~20% smaller.
     plain = [f.name for f in schema if compression == "none" or _is_vector(f)]
     rest = [f.name for f in schema if f.name not in plain]
-    dictionary = [f.name for f in schema if f.name in rest and not pa.types.is_floating(f.type)]
+    dictionary = [f.name for f in schema if f.name in rest and f.name != "example_id"
+                  and not pa.types.is_floating(f.type)]
     if not plain:
         return {"compression": compression, "use_dictionary": dictionary}
     return {"compression": {**{c: compression for c in rest}, **{c: "none" for c in plain}},

@@ -242,7 +242,7 @@ def _imperfect_model(f):
 )
 def test_adaptive_sample_is_unbiased(kwargs):
     ids, sq, f = _small_clustered()
-    n, m, seeds = f.size, 80, 1000
+    m, seeds = 80, 1000
     est = np.empty(seeds)
     for seed in range(seeds):
         smp, info = adaptive_sensitivity_sample(ids, sq, m, seed, _imperfect_model(f), **kwargs)

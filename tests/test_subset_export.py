@@ -1,7 +1,6 @@
 """subset_export on a small real pipeline: its files read back the same in every common reader,
 and the training helpers use the weights as documented (real torch, no fakes)."""
 
-import os
 
 import numpy as np
 import pytest

@@ -185,8 +185,9 @@ def other_blas_serial():
     Why: a pass that calls faiss (OpenMP threads on every core) and, between its calls, a small
     numpy product lets two thread pools take turns at the cores; each numpy call then waits for
     faiss's spinning threads and faiss's for numpy's. On 2 cores a (8192 x 384) @ (384 x 10)
-    probe product after each assignment batch cost ~1.7 s per million rows that way, and ~0.5 s
-    serial (benchmarks/scale.py). Products that small gain nothing from more threads."""
+    probe product after each assignment batch slowed the pass by ~3.3 s per million rows that
+    way, and cost ~0.5 s serial (measured on the 1M store of benchmarks/scale.py). Products that
+    small gain nothing from more threads."""
     from threadpoolctl import ThreadpoolController
 
     faiss_lib = _faiss_openblas_path()

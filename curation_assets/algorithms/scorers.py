@@ -109,7 +109,6 @@ def expected_losses(x, w: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.
     return out
 
 
-
 LOSS_CAP = -np.log(1e-12)  # the loss at a label the probe gives probability 0 (one it never saw)
 
 

@@ -160,7 +160,7 @@ def _recommendation_line(store) -> str:
     if store.is_remote:  # a bucket has no local path to print (store.root refuses)
         return line
     export = store.root / "subset_export" / "files" / "recommended_subset.parquet"
-    return line + (f"Exported with texts and weights: {export}\n" if export.exists() else "")
+    return line + (f"Exported with weights (and texts, where the source has them): {export}\n" if export.exists() else "")
 
 
 def query_hint(store) -> str:

@@ -473,7 +473,8 @@ class ExampleSource(ConfigurableResource):
         if not finite.all():
             bad = np.flatnonzero(~finite)
             raise ValueError(
-                f"{name}: {bad.size} embedding(s) in {where} contain NaN or infinite values (first at row {bad[0]})"
+                f"{name}: {bad.size} embedding(s) in {where} contain NaN or infinite values (first at row {bad[0]}, "
+                "counting from 0); recompute or drop those rows"
             )
         return pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), d)
 

@@ -78,7 +78,7 @@ def test_a_faulty_vector_is_left_to_load_shard_which_names_it(tmp_path, fault):
         x[n - 3, 2] = np.nan if fault == "nan" else np.inf
         _write(tmp_path / "a.parquet", n, vectors=x)
         expected = (r"^source.embedding_column='vec': 1 embedding\(s\) in shard 'a' contain NaN or infinite "
-                    rf"values \(first at row {n - 3}\)$")
+                    rf"values \(first at row {n - 3}, counting from 0\); recompute or drop those rows$")
     source = _source(tmp_path)
     assert source.load_shard_streamed("a") is None
     with pytest.raises(ValueError, match=expected):
